@@ -1,0 +1,1 @@
+//! stride data: image I/O, filters.

@@ -1,0 +1,405 @@
+//! Convolution in 1, 2 and 3 spatial dimensions.
+//!
+//! ```text
+//! x [N, C_in, *I]          input, I = (W) | (H, W) | (D, H, W)
+//! w [C_out, C_in/G, *F]    K = C_out filters, each spanning the full depth of its group
+//! b [C_out]                optional bias
+//! y [N, C_out, *O]         O from the size rule (crate::geometry), output depth D2 = K
+//! ```
+//!
+//! `y[n, k, o] = b[k] + Σ_{c ∈ group(k)} Σ_f w[k, c, f] · x[n, c, o·S − P_begin + f·D]`
+//!
+//! This is cross-correlation, the deep-learning convention and PyTorch's. The lecture's first
+//! formula, `s_t = Σ_a x_{t−a} w_{−a}`, is the true convolution: the same sum with the kernel
+//! flipped along every spatial axis ([`KernelMode::Convolution`]).
+//!
+//! 1D, 2D and 3D share one implementation: the geometry is lifted to three spatial axes (a 1D
+//! width `W` becomes `1 × 1 × W`) and the kernels loop over `D, H, W`.
+//! - `reference`: the plain loops that define the operation.
+//! - `fast`: the production path (im2col tiles + GEMM; 1×1 convolution as a plain GEMM).
+
+pub(crate) mod fast;
+pub mod reference;
+#[cfg(test)]
+mod tests;
+
+use crate::error::{Error, Result};
+use crate::geometry::{self, AxisParams, PerAxis, Rounding};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// Zero padding of the spatial axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding<const N: usize> {
+    /// `begin[i]` zeros before and `end[i]` after axis `i`.
+    Explicit { begin: [usize; N], end: [usize; N] },
+    /// Whatever keeps `O = ⌈I/S⌉` (the input size at stride 1); the odd element goes at the end.
+    Same,
+}
+
+impl<const N: usize> Padding<N> {
+    /// No padding ("valid" convolution).
+    pub fn valid() -> Self {
+        Padding::Explicit { begin: [0; N], end: [0; N] }
+    }
+
+    pub fn symmetric(pad: [usize; N]) -> Self {
+        Padding::Explicit { begin: pad, end: pad }
+    }
+
+    pub fn asymmetric(begin: [usize; N], end: [usize; N]) -> Self {
+        Padding::Explicit { begin, end }
+    }
+}
+
+impl<const N: usize> Default for Padding<N> {
+    fn default() -> Self {
+        Self::valid()
+    }
+}
+
+impl<const N: usize> From<usize> for Padding<N> {
+    fn from(pad: usize) -> Self {
+        Padding::symmetric([pad; N])
+    }
+}
+
+impl<const N: usize> From<[usize; N]> for Padding<N> {
+    fn from(pad: [usize; N]) -> Self {
+        Padding::symmetric(pad)
+    }
+}
+
+/// Cross-correlation (the default, as PyTorch) or the textbook convolution with a flipped kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelMode {
+    #[default]
+    CrossCorrelation,
+    Convolution,
+}
+
+/// How a convolution slides its filters: everything but the weights themselves.
+///
+/// ```
+/// use stride_tensor::ops::conv::ConvSpec;
+/// let alexnet_conv1 = ConvSpec::<2>::new().stride(4).padding(2);
+/// let shape = alexnet_conv1.output_shape(&[1, 3, 224, 224], &[64, 3, 11, 11]).unwrap();
+/// assert_eq!(shape.dims(), &[1, 64, 55, 55]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec<const N: usize> {
+    pub stride: [usize; N],
+    pub padding: Padding<N>,
+    pub dilation: [usize; N],
+    pub groups: usize,
+    pub mode: KernelMode,
+}
+
+impl<const N: usize> Default for ConvSpec<N> {
+    fn default() -> Self {
+        ConvSpec {
+            stride: [1; N],
+            padding: Padding::valid(),
+            dilation: [1; N],
+            groups: 1,
+            mode: KernelMode::CrossCorrelation,
+        }
+    }
+}
+
+impl<const N: usize> ConvSpec<N> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stride(mut self, stride: impl PerAxis<N>) -> Self {
+        self.stride = stride.per_axis();
+        self
+    }
+
+    pub fn padding(mut self, padding: impl Into<Padding<N>>) -> Self {
+        self.padding = padding.into();
+        self
+    }
+
+    pub fn dilation(mut self, dilation: impl PerAxis<N>) -> Self {
+        self.dilation = dilation.per_axis();
+        self
+    }
+
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    pub fn mode(mut self, mode: KernelMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    fn op_name() -> &'static str {
+        match N {
+            1 => "conv1d",
+            2 => "conv2d",
+            3 => "conv3d",
+            _ => "conv",
+        }
+    }
+
+    /// Checks the input and weight shapes against each other and the spec, and computes the
+    /// output geometry. Needs no data: layers use it to answer their output shape.
+    pub fn geometry(&self, input: &[usize], weight: &[usize]) -> Result<ConvGeometry> {
+        let op = Self::op_name();
+        if !(1..=3).contains(&N) {
+            return Err(Error::invalid(op, format!("{N} spatial dimensions; stride supports 1 to 3")));
+        }
+        let layout = ["NCW", "NCHW", "NCDHW"][N - 1];
+        if input.len() != N + 2 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "input must be a {}-d tensor laid out as {layout}, got shape {} (rank {})",
+                    N + 2,
+                    Shape::from(input),
+                    input.len()
+                ),
+            ));
+        }
+        if weight.len() != N + 2 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "weight must be a {}-d tensor [C_out, C_in/groups, {}], got shape {}",
+                    N + 2,
+                    ["W", "H, W", "D, H, W"][N - 1],
+                    Shape::from(weight)
+                ),
+            ));
+        }
+        let (batch, in_channels) = (input[0], input[1]);
+        let (out_channels, weight_depth) = (weight[0], weight[1]);
+        let groups = self.groups;
+        if groups == 0 {
+            return Err(Error::invalid(op, "groups must be at least 1, got 0"));
+        }
+        if in_channels % groups != 0 || out_channels % groups != 0 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "groups {groups} must divide both the input channels ({in_channels}) and the \
+                     output channels ({out_channels}); input {}, weight {}",
+                    Shape::from(input),
+                    Shape::from(weight)
+                ),
+            ));
+        }
+        if weight_depth * groups != in_channels {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "the filters span {weight_depth} channels (weight {}, groups {groups}) so the \
+                     input needs {} channels, but it has {in_channels} (input {})",
+                    Shape::from(weight),
+                    weight_depth * groups,
+                    Shape::from(input)
+                ),
+            ));
+        }
+        let names = geometry::axis_names(N);
+        let mut g = ConvGeometry {
+            spatial_rank: N,
+            batch,
+            in_channels,
+            out_channels,
+            groups,
+            input: [1; 3],
+            kernel: [1; 3],
+            output: [1; 3],
+            stride: [1; 3],
+            pad_begin: [0; 3],
+            pad_end: [0; 3],
+            dilation: [1; 3],
+        };
+        for i in 0..N {
+            let lifted = 3 - N + i;
+            let (kernel, stride, dilation) = (weight[2 + i], self.stride[i], self.dilation[i]);
+            let (pad_begin, pad_end) = match self.padding {
+                Padding::Explicit { begin, end } => (begin[i], end[i]),
+                Padding::Same => geometry::same_padding(input[2 + i], kernel, stride, dilation),
+            };
+            let axis = AxisParams { input: input[2 + i], kernel, stride, pad_begin, pad_end, dilation };
+            g.output[lifted] = geometry::output_size(op, names[i], axis, Rounding::Floor)
+                .map_err(|e| with_shapes(e, input, weight))?;
+            g.input[lifted] = input[2 + i];
+            g.kernel[lifted] = kernel;
+            g.stride[lifted] = stride;
+            g.pad_begin[lifted] = pad_begin;
+            g.pad_end[lifted] = pad_end;
+            g.dilation[lifted] = dilation;
+        }
+        g.output_shape().checked_numel()?;
+        Ok(g)
+    }
+
+    /// The output shape `[N, C_out, *O]` for an input and weight shape, without computing.
+    pub fn output_shape(&self, input: &[usize], weight: &[usize]) -> Result<Shape> {
+        Ok(self.geometry(input, weight)?.output_shape())
+    }
+}
+
+fn with_shapes(err: Error, input: &[usize], weight: &[usize]) -> Error {
+    match err {
+        Error::Shape { op, message } => Error::Shape {
+            op,
+            message: format!("{message} (input {}, weight {})", Shape::from(input), Shape::from(weight)),
+        },
+        other => other,
+    }
+}
+
+/// A fully resolved convolution, lifted to three spatial axes `[D, H, W]` (a 2D convolution has
+/// `D = 1`, a 1D one `D = H = 1`). This is what kernels consume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub spatial_rank: usize,
+    pub batch: usize,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub groups: usize,
+    pub input: [usize; 3],
+    pub kernel: [usize; 3],
+    pub output: [usize; 3],
+    pub stride: [usize; 3],
+    pub pad_begin: [usize; 3],
+    pub pad_end: [usize; 3],
+    pub dilation: [usize; 3],
+}
+
+impl ConvGeometry {
+    pub fn in_per_group(&self) -> usize {
+        self.in_channels / self.groups
+    }
+
+    pub fn out_per_group(&self) -> usize {
+        self.out_channels / self.groups
+    }
+
+    pub fn kernel_volume(&self) -> usize {
+        self.kernel.iter().product()
+    }
+
+    pub fn input_volume(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    pub fn output_volume(&self) -> usize {
+        self.output.iter().product()
+    }
+
+    /// Multiply-adds of the forward pass, counted on the padded input (as the benchmarks do).
+    pub fn macs(&self) -> u64 {
+        self.batch as u64
+            * self.out_channels as u64
+            * self.output_volume() as u64
+            * self.in_per_group() as u64
+            * self.kernel_volume() as u64
+    }
+
+    fn spatial(&self, lifted: &[usize; 3]) -> Vec<usize> {
+        lifted[3 - self.spatial_rank..].to_vec()
+    }
+
+    pub fn input_shape(&self) -> Shape {
+        let mut dims = vec![self.batch, self.in_channels];
+        dims.extend(self.spatial(&self.input));
+        Shape::new(dims)
+    }
+
+    pub fn weight_shape(&self) -> Shape {
+        let mut dims = vec![self.out_channels, self.in_per_group()];
+        dims.extend(self.spatial(&self.kernel));
+        Shape::new(dims)
+    }
+
+    pub fn output_shape(&self) -> Shape {
+        let mut dims = vec![self.batch, self.out_channels];
+        dims.extend(self.spatial(&self.output));
+        Shape::new(dims)
+    }
+
+    /// A 1×1 convolution without stride or padding: a plain matrix product per image and group.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel == [1; 3] && self.stride == [1; 3] && self.pad_begin == [0; 3] && self.pad_end == [0; 3]
+    }
+}
+
+/// Validates the operands, flips the kernel for [`KernelMode::Convolution`], and hands the
+/// geometry to a kernel.
+fn run<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    spec: &ConvSpec<N>,
+    kernel: fn(&ConvGeometry, &[f32], &[f32], Option<&[f32]>) -> Vec<f32>,
+) -> Result<Tensor> {
+    let g = spec.geometry(x.dims(), w.dims())?;
+    if let Some(b) = bias {
+        if b.dims() != [g.out_channels] {
+            return Err(Error::shape(
+                ConvSpec::<N>::op_name(),
+                format!("bias must have shape [{}] (one per filter), got {}", g.out_channels, b.shape()),
+            ));
+        }
+    }
+    let flipped;
+    let weights = match spec.mode {
+        KernelMode::CrossCorrelation => w.data(),
+        KernelMode::Convolution => {
+            flipped = flip_kernel(w.data(), g.kernel_volume());
+            &flipped
+        }
+    };
+    let y = kernel(&g, x.data(), weights, bias.map(Tensor::data));
+    Ok(Tensor::from_parts(g.output_shape(), y))
+}
+
+/// Reverses every filter along all its spatial axes at once (which, in row-major order, is
+/// reversing each contiguous block of `kernel_volume` taps).
+fn flip_kernel(w: &[f32], kernel_volume: usize) -> Vec<f32> {
+    w.chunks(kernel_volume).flat_map(|taps| taps.iter().rev().copied()).collect()
+}
+
+/// Convolution over `N` spatial axes with the fast kernels. See the module docs for the shapes.
+pub fn conv<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    spec: &ConvSpec<N>,
+) -> Result<Tensor> {
+    run(x, w, bias, spec, fast::forward)
+}
+
+/// The same result from the plain loops of [`reference`]; slow, kept to define and test.
+pub fn conv_reference<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    spec: &ConvSpec<N>,
+) -> Result<Tensor> {
+    run(x, w, bias, spec, reference::forward)
+}
+
+/// `x [N, C_in, W]`, `w [C_out, C_in/G, F]`.
+pub fn conv1d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, spec: &ConvSpec<1>) -> Result<Tensor> {
+    conv(x, w, bias, spec)
+}
+
+/// `x [N, C_in, H, W]`, `w [C_out, C_in/G, F_h, F_w]`.
+pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, spec: &ConvSpec<2>) -> Result<Tensor> {
+    conv(x, w, bias, spec)
+}
+
+/// `x [N, C_in, D, H, W]`, `w [C_out, C_in/G, F_d, F_h, F_w]`.
+pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, spec: &ConvSpec<3>) -> Result<Tensor> {
+    conv(x, w, bias, spec)
+}

@@ -1,0 +1,60 @@
+//! The plain loops that define convolution; every fast kernel is tested against these.
+//!
+//! Shapes are those of the module docs, lifted to three spatial axes `[D, H, W]`. Sums are
+//! accumulated in f64 so that the reference is more exact than anything it checks.
+
+use super::ConvGeometry;
+
+/// `y[n, k, o] = b[k] + Σ_c Σ_f w[k, c, f] · x[n, g·C_in/G + c, o·S − P_begin + f·D]`.
+pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let [id, ih, iw] = g.input;
+    let [kd, kh, kw] = g.kernel;
+    let [od, oh, ow] = g.output;
+    let (cin_g, cout_g) = (g.in_per_group(), g.out_per_group());
+    let mut y = Vec::with_capacity(g.batch * g.out_channels * g.output_volume());
+    for n in 0..g.batch {
+        for k in 0..g.out_channels {
+            let group = k / cout_g;
+            for z in 0..od {
+                for r in 0..oh {
+                    for c in 0..ow {
+                        let mut acc = bias.map_or(0.0, |b| b[k] as f64);
+                        for ci in 0..cin_g {
+                            let channel = group * cin_g + ci;
+                            for fz in 0..kd {
+                                let Some(sz) = tap(z, fz, 0, g) else { continue };
+                                if sz >= id {
+                                    continue;
+                                }
+                                for fr in 0..kh {
+                                    let Some(sr) = tap(r, fr, 1, g) else { continue };
+                                    if sr >= ih {
+                                        continue;
+                                    }
+                                    for fc in 0..kw {
+                                        let Some(sc) = tap(c, fc, 2, g) else { continue };
+                                        if sc >= iw {
+                                            continue;
+                                        }
+                                        let xv = x
+                                            [(((n * g.in_channels + channel) * id + sz) * ih + sr) * iw + sc];
+                                        let wv = w[(((k * cin_g + ci) * kd + fz) * kh + fr) * kw + fc];
+                                        acc += xv as f64 * wv as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y.push(acc as f32);
+                    }
+                }
+            }
+        }
+    }
+    y
+}
+
+/// The input index that output position `o` reads through kernel tap `f` along `axis`, or
+/// `None` when it falls in the leading zero padding.
+fn tap(o: usize, f: usize, axis: usize, g: &ConvGeometry) -> Option<usize> {
+    (o * g.stride[axis] + f * g.dilation[axis]).checked_sub(g.pad_begin[axis])
+}
