@@ -1,1 +1,44 @@
-fn main() {}
+//! `stride`: the command line of the stride CNN framework.
+//!
+//! One subcommand per file under `commands/`; this file only parses and dispatches. Every command
+//! writes to the stdout it is given and returns an `anyhow::Result`, so an error prints as
+//! `error: <message>` (with its causes) and exits 1 instead of panicking.
+
+mod commands;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// stride: convolutional networks from the lecture, in Rust.
+#[derive(Debug, Parser)]
+#[command(name = "stride", version, propagate_version = true)]
+enum Cli {
+    Conv1d(commands::conv1d::Args),
+    Filter(commands::filter::Args),
+    Shape(commands::shape::Args),
+    Bench(commands::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = io::stdout().lock();
+    let result = match cli {
+        Cli::Conv1d(args) => commands::conv1d::run(&args, &mut out),
+        Cli::Filter(args) => commands::filter::run(&args, &mut out),
+        Cli::Shape(args) => commands::shape::run(&args, &mut out),
+        Cli::Bench(args) => commands::bench::run(&args, &mut out),
+    };
+    match result.and_then(|()| Ok(out.flush()?)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`stride conv1d | head -1`) is the reader's choice, not a failure.
+        Err(e) if e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

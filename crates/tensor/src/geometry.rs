@@ -83,6 +83,42 @@ impl<const N: usize> PerAxis<N> for [usize; N] {
     }
 }
 
+impl AxisParams {
+    /// The size rule in the lecture's form, with `input` as the name of the input size:
+    /// `(W1 − F + 2P)/S + 1`, or with dilation `(W1 + 2P − D·(F−1) − 1)/S + 1`.
+    pub fn rule(&self, input: &str) -> String {
+        let (pad_symbol, _) = self.padding_text();
+        if self.dilation == 1 {
+            format!("({input} − F + {pad_symbol})/S + 1")
+        } else {
+            format!("({input} + {pad_symbol} − D·(F−1) − 1)/S + 1")
+        }
+    }
+
+    /// The rule with this axis' numbers put in and its result, saying when the division was
+    /// rounded: `(227 − 11 + 2·0)/4 + 1 = 55`.
+    pub fn worked(&self, op: &str, axis: &str, rounding: Rounding) -> Result<String> {
+        let out = output_size(op, axis, *self, rounding)?;
+        let numerator = self.input + self.pad_begin + self.pad_end - self.effective_kernel();
+        let (_, pad_value) = self.padding_text();
+        let text = if self.dilation == 1 {
+            format!("({} − {} + {pad_value})/{} + 1 = {out}", self.input, self.kernel, self.stride)
+        } else {
+            format!(
+                "({} + {pad_value} − {}·({}−1) − 1)/{} + 1 = {out}",
+                self.input, self.dilation, self.kernel, self.stride
+            )
+        };
+        let exact = numerator as f64 / self.stride as f64 + 1.0;
+        let rounded = match rounding {
+            _ if numerator.is_multiple_of(self.stride) => String::new(),
+            Rounding::Floor => format!(" (rounded down from {exact:.2})"),
+            Rounding::Ceil => format!(" (ceil_mode: rounded up from {exact:.2})"),
+        };
+        Ok(text + &rounded)
+    }
+}
+
 /// The names of the spatial axes of a 1, 2 or 3-d layout (`W`; `H, W`; `D, H, W`).
 pub fn axis_names(spatial_rank: usize) -> &'static [&'static str] {
     match spatial_rank {
@@ -231,6 +267,27 @@ mod tests {
         assert!(floor(p).is_err());
         let p = AxisParams { dilation: usize::MAX, ..axis(3, 3, 1, 0) };
         assert!(floor(p).is_err());
+    }
+
+    #[test]
+    fn worked_formula_in_the_lectures_form() {
+        let p = axis(227, 11, 4, 0);
+        assert_eq!(p.rule("W1"), "(W1 − F + 2P)/S + 1");
+        assert_eq!(p.worked("conv2d", "width", Rounding::Floor).unwrap(), "(227 − 11 + 2·0)/4 + 1 = 55");
+        let p = axis(28, 5, 2, 0);
+        assert_eq!(
+            p.worked("conv2d", "width", Rounding::Floor).unwrap(),
+            "(28 − 5 + 2·0)/2 + 1 = 12 (rounded down from 12.50)"
+        );
+        let p = AxisParams { dilation: 2, ..axis(10, 3, 1, 1) };
+        assert_eq!(p.rule("H1"), "(H1 + 2P − D·(F−1) − 1)/S + 1");
+        assert_eq!(p.worked("conv2d", "width", Rounding::Floor).unwrap(), "(10 + 2·1 − 2·(3−1) − 1)/1 + 1 = 8");
+        let p = axis(112, 3, 2, 0);
+        assert_eq!(
+            p.worked("max_pool2d", "width", Rounding::Ceil).unwrap(),
+            "(112 − 3 + 2·0)/2 + 1 = 56 (ceil_mode: rounded up from 55.50)"
+        );
+        assert!(axis(2, 5, 1, 0).worked("conv2d", "width", Rounding::Floor).is_err());
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Tensor {
 
     /// Built by kernels that computed the shape themselves; the length must already agree.
     pub(crate) fn from_parts(shape: Shape, data: Vec<f32>) -> Self {
-        debug_assert_eq!(shape.numel(), data.len());
+        debug_assert_eq!(shape.checked_numel().ok(), Some(data.len()));
         Tensor { shape, data }
     }
 

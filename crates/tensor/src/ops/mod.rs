@@ -2,3 +2,9 @@
 //! and API (`mod.rs`), the plain loops that define it (`reference.rs`), the fast path, and tests.
 
 pub mod conv;
+pub mod elementwise;
+pub mod layout;
+pub mod lrn;
+pub mod matmul;
+pub mod pool;
+pub mod reduce;

@@ -327,11 +327,27 @@ impl ConvGeometry {
         Shape::new(dims)
     }
 
+    /// The size-rule parameters of spatial axis `axis` (0 = the first axis of the caller's rank).
+    pub fn axis(&self, axis: usize) -> AxisParams {
+        let i = 3 - self.spatial_rank + axis;
+        AxisParams {
+            input: self.input[i],
+            kernel: self.kernel[i],
+            stride: self.stride[i],
+            pad_begin: self.pad_begin[i],
+            pad_end: self.pad_end[i],
+            dilation: self.dilation[i],
+        }
+    }
+
     /// A 1×1 convolution without stride or padding: a plain matrix product per image and group.
     pub fn is_pointwise(&self) -> bool {
         self.kernel == [1; 3] && self.stride == [1; 3] && self.pad_begin == [0; 3] && self.pad_end == [0; 3]
     }
 }
+
+/// A forward kernel: geometry, input, weights (already flipped if asked), optional bias → output.
+type ForwardKernel = fn(&ConvGeometry, &[f32], &[f32], Option<&[f32]>) -> Vec<f32>;
 
 /// Validates the operands, flips the kernel for [`KernelMode::Convolution`], and hands the
 /// geometry to a kernel.
@@ -340,16 +356,16 @@ fn run<const N: usize>(
     w: &Tensor,
     bias: Option<&Tensor>,
     spec: &ConvSpec<N>,
-    kernel: fn(&ConvGeometry, &[f32], &[f32], Option<&[f32]>) -> Vec<f32>,
+    kernel: ForwardKernel,
 ) -> Result<Tensor> {
     let g = spec.geometry(x.dims(), w.dims())?;
-    if let Some(b) = bias {
-        if b.dims() != [g.out_channels] {
-            return Err(Error::shape(
-                ConvSpec::<N>::op_name(),
-                format!("bias must have shape [{}] (one per filter), got {}", g.out_channels, b.shape()),
-            ));
-        }
+    if let Some(b) = bias
+        && b.dims() != [g.out_channels]
+    {
+        return Err(Error::shape(
+            ConvSpec::<N>::op_name(),
+            format!("bias must have shape [{}] (one per filter), got {}", g.out_channels, b.shape()),
+        ));
     }
     let flipped;
     let weights = match spec.mode {

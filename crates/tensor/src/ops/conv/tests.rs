@@ -1,1 +1,284 @@
+//! Convolution tests: real layers' geometry, every error branch, the fast kernels against the
+//! reference over random shapes, and thread-count independence.
 
+use proptest::prelude::*;
+
+use super::*;
+
+fn seeded(shape: &[usize], seed: u64) -> Tensor {
+    // A small LCG keeps the tests free of an RNG dependency and reproducible across platforms.
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    Tensor::from_fn(shape.to_vec(), |_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+    .unwrap()
+}
+
+/// |fast − reference| within f32 rounding of a sum of `terms` products of values in [−1, 1].
+fn assert_close(fast: &Tensor, reference: &Tensor, terms: usize, context: &str) {
+    assert_eq!(fast.shape(), reference.shape(), "{context}");
+    let tolerance = 1e-6 * (terms as f32 + 1.0) * 4.0;
+    for (i, (a, b)) in fast.data().iter().zip(reference.data()).enumerate() {
+        assert!((a - b).abs() <= tolerance, "{context}: element {i}: fast {a} vs reference {b}");
+    }
+}
+
+/// A named layer: input shape, weight shape, spec, expected output shape.
+type LayerRow = (&'static str, [usize; 4], [usize; 4], ConvSpec<2>, [usize; 4]);
+
+#[test]
+fn real_layer_output_shapes() {
+    let rows: [LayerRow; 5] = [
+        ("alexnet conv1", [1, 3, 224, 224], [64, 3, 11, 11], ConvSpec::new().stride(4).padding(2), [1, 64, 55, 55]),
+        ("resnet stem", [2, 3, 224, 224], [64, 3, 7, 7], ConvSpec::new().stride(2).padding(3), [2, 64, 112, 112]),
+        ("vgg 3x3", [1, 64, 224, 224], [64, 64, 3, 3], ConvSpec::new().padding(1), [1, 64, 224, 224]),
+        ("lenet c1", [1, 1, 32, 32], [6, 1, 5, 5], ConvSpec::new(), [1, 6, 28, 28]),
+        ("googlenet 1x1", [1, 192, 28, 28], [64, 192, 1, 1], ConvSpec::new(), [1, 64, 28, 28]),
+    ];
+    for (name, x, w, spec, y) in rows {
+        assert_eq!(spec.output_shape(&x, &w).unwrap().dims(), &y, "{name}");
+    }
+    let same = ConvSpec::<1>::new().padding(Padding::Same);
+    assert_eq!(same.output_shape(&[1, 1, 12], &[1, 1, 4]).unwrap().dims(), &[1, 1, 12]);
+    let conv3d = ConvSpec::<3>::new().stride([1, 2, 2]).padding(1);
+    assert_eq!(conv3d.output_shape(&[2, 3, 8, 16, 16], &[4, 3, 3, 3, 3]).unwrap().dims(), &[2, 4, 8, 8, 8]);
+}
+
+#[test]
+fn kernel_larger_than_padded_input() {
+    let err = ConvSpec::<2>::new().stride(4).padding(2).output_shape(&[1, 3, 6, 6], &[96, 3, 11, 11]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d: kernel 11 does not fit in height 6 padded to 10: \
+         O = ⌊(I + 2P − D·(F−1) − 1)/S⌋ + 1 = ⌊(6 + 2·2 − 1·(11−1) − 1)/4⌋ + 1 < 1 \
+         (input [1, 3, 6, 6], weight [96, 3, 11, 11])"
+    );
+}
+
+#[test]
+fn channel_mismatch_names_both_numbers() {
+    let err = ConvSpec::<2>::new().output_shape(&[1, 1, 28, 28], &[6, 3, 5, 5]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d: the filters span 3 channels (weight [6, 3, 5, 5], groups 1) so the input needs 3 \
+         channels, but it has 1 (input [1, 1, 28, 28])"
+    );
+}
+
+#[test]
+fn groups_must_divide_channels() {
+    let err = ConvSpec::<2>::new().groups(4).output_shape(&[1, 6, 8, 8], &[8, 1, 3, 3]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d: groups 4 must divide both the input channels (6) and the output channels (8); \
+         input [1, 6, 8, 8], weight [8, 1, 3, 3]"
+    );
+    let err = ConvSpec::<2>::new().groups(0).output_shape(&[1, 6, 8, 8], &[8, 1, 3, 3]).unwrap_err();
+    assert_eq!(err.to_string(), "conv2d: invalid argument: groups must be at least 1, got 0");
+}
+
+#[test]
+fn wrong_rank_names_the_layout() {
+    let err = ConvSpec::<2>::new().output_shape(&[3, 28, 28], &[6, 3, 5, 5]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d: input must be a 4-d tensor laid out as NCHW, got shape [3, 28, 28] (rank 3)"
+    );
+    let err = ConvSpec::<1>::new().output_shape(&[1, 3, 28], &[6, 3]).unwrap_err();
+    assert_eq!(err.to_string(), "conv1d: weight must be a 3-d tensor [C_out, C_in/groups, W], got shape [6, 3]");
+}
+
+#[test]
+fn zero_stride_and_dilation_are_invalid() {
+    let err = ConvSpec::<2>::new().stride([1, 0]).output_shape(&[1, 1, 8, 8], &[1, 1, 3, 3]).unwrap_err();
+    assert_eq!(err.to_string(), "conv2d: invalid argument: stride must be at least 1 along width, got 0");
+    assert!(ConvSpec::<3>::new().dilation(0).output_shape(&[1, 1, 8, 8, 8], &[1, 1, 3, 3, 3]).is_err());
+}
+
+#[test]
+fn bias_must_have_one_value_per_filter() {
+    let x = seeded(&[1, 2, 5, 5], 1);
+    let w = seeded(&[4, 2, 3, 3], 2);
+    let b = seeded(&[3], 3);
+    let err = conv2d(&x, &w, Some(&b), &ConvSpec::new()).unwrap_err();
+    assert_eq!(err.to_string(), "conv2d: bias must have shape [4] (one per filter), got [3]");
+}
+
+#[test]
+fn data_length_must_match_shape() {
+    assert!(Tensor::new([1, 1, 4], vec![0.0; 3]).is_err());
+}
+
+/// The lecture's noisy-sensor example, s_t = Σ_a x_{t−a} w_{−a}: a true convolution with the
+/// kernel k_a = w_{−a}, or equally a cross-correlation with the taps stored as w_{−6} .. w_0.
+#[test]
+fn lecture_sensor_example() {
+    let x = Tensor::new([1, 1, 12], vec![1.0, 1.1, 1.2, 1.4, 1.7, 1.8, 1.9, 2.1, 2.2, 2.4, 2.5, 2.7]).unwrap();
+    let w_lecture_order = vec![0.01, 0.01, 0.02, 0.02, 0.04, 0.4, 0.5];
+    let k: Vec<f32> = w_lecture_order.iter().rev().copied().collect();
+    let expected = [1.811, 1.967, 2.112, 2.269, 2.413, 2.569];
+    let convolution = ConvSpec::<1>::new().mode(KernelMode::Convolution);
+    let s = conv1d(&x, &Tensor::new([1, 1, 7], k).unwrap(), None, &convolution).unwrap();
+    let correlated = conv1d(&x, &Tensor::new([1, 1, 7], w_lecture_order).unwrap(), None, &ConvSpec::new()).unwrap();
+    for result in [s, correlated] {
+        for (got, want) in result.data().iter().zip(expected) {
+            assert!((got - want).abs() < 1e-5, "{:?}", result.data());
+        }
+    }
+}
+
+#[test]
+fn flipped_kernel_mode_equals_correlation_with_reversed_taps() {
+    let x = seeded(&[2, 3, 7, 6], 11);
+    let w = seeded(&[4, 3, 3, 2], 12);
+    let reversed = Tensor::new(w.shape().clone(), flip_kernel(w.data(), 6)).unwrap();
+    let spec = ConvSpec::<2>::new().padding(1);
+    let a = conv2d(&x, &w, None, &spec.mode(KernelMode::Convolution)).unwrap();
+    let b = conv2d(&x, &reversed, None, &spec).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn hand_computed_2d_example() {
+    // The lecture's toy example: a 3×4 input, a 2×2 kernel w x / y z.
+    let x = Tensor::new([1, 1, 3, 4], (1..=12).map(|v| v as f32).collect()).unwrap();
+    let w = Tensor::new([1, 1, 2, 2], vec![1.0, 10.0, 100.0, 1000.0]).unwrap();
+    let y = conv2d(&x, &w, Some(&Tensor::new([1], vec![0.5]).unwrap()), &ConvSpec::new()).unwrap();
+    // a·w + b·x + e·y + f·z with a=1, b=2, e=5, f=6 ...
+    assert_eq!(y.dims(), &[1, 1, 2, 3]);
+    assert_eq!(y.data(), &[6521.5, 7632.5, 8743.5, 10965.5, 12076.5, 13187.5]);
+}
+
+#[test]
+fn empty_batch_and_zero_channels() {
+    let y = conv2d(&seeded(&[0, 2, 5, 5], 1), &seeded(&[3, 2, 3, 3], 2), None, &ConvSpec::new()).unwrap();
+    assert_eq!(y.dims(), &[0, 3, 3, 3]);
+    let b = Tensor::new([3], vec![1.0, 2.0, 3.0]).unwrap();
+    let y = conv2d(&seeded(&[1, 0, 5, 5], 1), &seeded(&[3, 0, 3, 3], 2), Some(&b), &ConvSpec::new()).unwrap();
+    assert_eq!(y.data()[..9], [1.0; 9]);
+}
+
+/// Case for the property tests: a random valid convolution.
+#[derive(Debug, Clone)]
+struct Case {
+    rank: usize,
+    batch: usize,
+    groups: usize,
+    cin_g: usize,
+    cout_g: usize,
+    input: [usize; 3],
+    kernel: [usize; 3],
+    stride: [usize; 3],
+    dilation: [usize; 3],
+    pad_begin: [usize; 3],
+    pad_end: [usize; 3],
+    bias: bool,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (1usize..=3, 1usize..=3, 1usize..=3, 1usize..=4, 1usize..=4, any::<bool>()).prop_flat_map(
+        |(rank, batch, groups, cin_g, cout_g, bias)| {
+            let axis = (1usize..=4, 1usize..=3, 1usize..=2, 0usize..=2, 0usize..=2, 0usize..=6);
+            proptest::collection::vec(axis, rank).prop_map(move |axes| {
+                let mut c = Case {
+                    rank,
+                    batch,
+                    groups,
+                    cin_g,
+                    cout_g,
+                    input: [1; 3],
+                    kernel: [1; 3],
+                    stride: [1; 3],
+                    dilation: [1; 3],
+                    pad_begin: [0; 3],
+                    pad_end: [0; 3],
+                    bias,
+                };
+                for (i, (k, s, d, pb, pe, extra)) in axes.into_iter().enumerate() {
+                    // Input at least as large as the dilated kernel, so every case is valid.
+                    c.input[i] = d * (k - 1) + 1 + extra;
+                    c.kernel[i] = k;
+                    c.stride[i] = s;
+                    c.dilation[i] = d;
+                    c.pad_begin[i] = pb;
+                    c.pad_end[i] = pe;
+                }
+                c
+            })
+        },
+    )
+}
+
+fn run_case<const N: usize>(c: &Case, seed: u64) {
+    let r = c.rank;
+    let mut xs = vec![c.batch, c.groups * c.cin_g];
+    xs.extend(&c.input[..r]);
+    let mut ws = vec![c.groups * c.cout_g, c.cin_g];
+    ws.extend(&c.kernel[..r]);
+    let x = seeded(&xs, seed);
+    let w = seeded(&ws, seed + 1);
+    let b = c.bias.then(|| seeded(&[c.groups * c.cout_g], seed + 2));
+    let spec = ConvSpec::<N> {
+        stride: c.stride[..N].try_into().unwrap(),
+        padding: Padding::asymmetric(c.pad_begin[..N].try_into().unwrap(), c.pad_end[..N].try_into().unwrap()),
+        dilation: c.dilation[..N].try_into().unwrap(),
+        groups: c.groups,
+        mode: KernelMode::CrossCorrelation,
+    };
+    let fast = conv(&x, &w, b.as_ref(), &spec).unwrap();
+    let reference = conv_reference(&x, &w, b.as_ref(), &spec).unwrap();
+    let terms = c.cin_g * c.kernel.iter().product::<usize>();
+    assert_close(&fast, &reference, terms, &format!("{c:?}"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn fast_matches_reference(c in case(), seed in 0u64..1000) {
+        match c.rank {
+            1 => run_case::<1>(&c, seed),
+            2 => run_case::<2>(&c, seed),
+            _ => run_case::<3>(&c, seed),
+        }
+    }
+}
+
+/// Shapes large enough to split into many tiles, with pointwise, strided and grouped cases.
+#[test]
+fn fast_matches_reference_on_multi_tile_layers() {
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 5] = [
+        ([2, 8, 40, 40], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        ([1, 32, 20, 20], [8, 32, 1, 1], ConvSpec::new()),
+        ([1, 32, 20, 20], [8, 32, 1, 1], ConvSpec::new().stride(2)),
+        ([2, 12, 33, 31], [12, 1, 5, 5], ConvSpec::new().groups(12).padding([2, 1]).stride([1, 2])),
+        ([1, 4, 64, 64], [6, 2, 3, 3], ConvSpec::new().groups(2).dilation(2).padding(Padding::Same)),
+    ];
+    for (i, (xs, ws, spec)) in cases.into_iter().enumerate() {
+        let (x, w) = (seeded(&xs, i as u64), seeded(&ws, 100 + i as u64));
+        let b = seeded(&[ws[0]], 200);
+        let fast = conv2d(&x, &w, Some(&b), &spec).unwrap();
+        let reference = conv_reference(&x, &w, Some(&b), &spec).unwrap();
+        assert_close(&fast, &reference, ws[1] * ws[2] * ws[3], &format!("case {i}: {xs:?} {ws:?} {spec:?}"));
+    }
+}
+
+#[test]
+fn one_thread_and_many_threads_agree_bitwise() {
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 4] = [
+        ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        // A single image with few tiles: the GEMM itself is spread over the threads.
+        ([1, 64, 7, 7], [64, 64, 3, 3], ConvSpec::new().padding(1)),
+        ([1, 256, 14, 14], [64, 256, 1, 1], ConvSpec::new()),
+        ([3, 6, 17, 17], [6, 1, 3, 3], ConvSpec::new().groups(6).stride(2)),
+    ];
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let many = rayon::ThreadPoolBuilder::new().num_threads(4).build().unwrap();
+    for (i, (xs, ws, spec)) in cases.into_iter().enumerate() {
+        let (x, w) = (seeded(&xs, i as u64), seeded(&ws, 50 + i as u64));
+        let a = one.install(|| conv2d(&x, &w, None, &spec).unwrap());
+        let b = many.install(|| conv2d(&x, &w, None, &spec).unwrap());
+        assert!(a.data().iter().zip(b.data()).all(|(p, q)| p.to_bits() == q.to_bits()), "case {i}");
+    }
+}

@@ -1,0 +1,182 @@
+//! `stride bench conv`: every layer of a conv_layers.json file (the real layers of LeNet,
+//! ResNet, VGG, AlexNet, plus a 1D and a 3D case), forward, as time, GFLOP/s and percent of
+//! the machine's measured peak.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use stride_tensor::Tensor;
+use stride_tensor::ops::conv::{ConvSpec, KernelMode, Padding, conv, conv_reference};
+
+use super::{Budget, Timings, time};
+
+/// The layers every convolution benchmark covers, shipped with the binary
+/// (a copy of ../shared/bench/conv_layers.json).
+pub const DEFAULT_LAYERS: &str = include_str!("../../../../../bench/conv_layers.json");
+
+/// One layer of conv_layers.json.
+#[derive(Debug, Clone, Deserialize)]
+#[allow(non_snake_case)]
+pub struct Layer {
+    pub name: String,
+    pub dims: usize,
+    pub N: usize,
+    pub Cin: usize,
+    pub Cout: usize,
+    pub input: Vec<usize>,
+    pub kernel: Vec<usize>,
+    pub stride: Vec<usize>,
+    pub padding: Vec<usize>,
+    pub dilation: Vec<usize>,
+    pub groups: usize,
+    #[serde(default)]
+    pub bias: bool,
+}
+
+impl Layer {
+    fn check(&self) -> Result<()> {
+        let d = self.dims;
+        if !(1..=3).contains(&d) {
+            bail!("layer {}: dims must be 1, 2 or 3, got {d}", self.name);
+        }
+        for (field, v) in [
+            ("input", &self.input),
+            ("kernel", &self.kernel),
+            ("stride", &self.stride),
+            ("padding", &self.padding),
+            ("dilation", &self.dilation),
+        ] {
+            if v.len() != d {
+                bail!("layer {}: `{field}` has {} values but dims is {d}", self.name, v.len());
+            }
+        }
+        Ok(())
+    }
+
+    fn input_shape(&self) -> Vec<usize> {
+        [vec![self.N, self.Cin], self.input.clone()].concat()
+    }
+
+    fn weight_shape(&self) -> Vec<usize> {
+        [vec![self.Cout, self.Cin / self.groups.max(1)], self.kernel.clone()].concat()
+    }
+}
+
+pub fn parse_layers(text: &str, origin: &str) -> Result<Vec<Layer>> {
+    let layers: Vec<Layer> = serde_json::from_str(text)
+        .with_context(|| format!("{origin}: not a conv_layers.json list of layers"))?;
+    for layer in &layers {
+        layer.check().with_context(|| origin.to_string())?;
+    }
+    Ok(layers)
+}
+
+pub fn load_layers(path: Option<&Path>) -> Result<Vec<Layer>> {
+    match path {
+        None => parse_layers(DEFAULT_LAYERS, "built-in conv_layers.json"),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            parse_layers(&text, &p.display().to_string())
+        }
+    }
+}
+
+/// The measurement of one layer in one direction.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub name: String,
+    pub direction: &'static str,
+    pub threads: usize,
+    pub timings: Timings,
+    pub flops: f64,
+    /// Largest |fast − reference| on the checked image, relative to the largest |reference|.
+    pub max_relative_error: f64,
+}
+
+impl Measurement {
+    pub fn gflops(&self) -> f64 {
+        self.flops / self.timings.median() / 1e6
+    }
+
+    pub fn json(&self, peak: Option<f64>) -> serde_json::Value {
+        let round = |v: f64, digits: i32| (v * 10f64.powi(digits)).round() / 10f64.powi(digits);
+        let mut value = serde_json::json!({
+            "name": self.name,
+            "direction": self.direction,
+            "threads": self.threads,
+            "median_ms": round(self.timings.median(), 4),
+            "min_ms": round(self.timings.min(), 4),
+            "max_ms": round(self.timings.max(), 4),
+            "gflops": round(self.gflops(), 2),
+            "engine": "stride",
+            "max_relative_error": self.max_relative_error,
+        });
+        if let Some(peak) = peak {
+            value["peak_percent"] = round(100.0 * self.gflops() / peak, 1).into();
+        }
+        value
+    }
+}
+
+fn seeded(shape: &[usize], seed: u64) -> Result<Tensor> {
+    let mut state = seed ^ 0x9E37_79B9_7F4A_7C15;
+    Ok(Tensor::from_fn(shape.to_vec(), |_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })?)
+}
+
+fn spec<const N: usize>(layer: &Layer) -> ConvSpec<N> {
+    let arr = |v: &[usize]| -> [usize; N] { std::array::from_fn(|i| v[i]) };
+    ConvSpec {
+        stride: arr(&layer.stride),
+        padding: Padding::symmetric(arr(&layer.padding)),
+        dilation: arr(&layer.dilation),
+        groups: layer.groups,
+        mode: KernelMode::CrossCorrelation,
+    }
+}
+
+/// Checks then times one layer's forward pass.
+pub fn forward(layer: &Layer, budget: Budget) -> Result<Measurement> {
+    match layer.dims {
+        1 => forward_n::<1>(layer, budget),
+        2 => forward_n::<2>(layer, budget),
+        _ => forward_n::<3>(layer, budget),
+    }
+    .with_context(|| format!("layer {}", layer.name))
+}
+
+fn forward_n<const N: usize>(layer: &Layer, budget: Budget) -> Result<Measurement> {
+    let spec = spec::<N>(layer);
+    let geometry = spec.geometry(&layer.input_shape(), &layer.weight_shape())?;
+    let x = seeded(&layer.input_shape(), 1)?;
+    let w = seeded(&layer.weight_shape(), 2)?;
+    let b = if layer.bias { Some(seeded(&[layer.Cout], 3)?) } else { None };
+    let y = conv(&x, &w, b.as_ref(), &spec)?;
+
+    // Validate on the first image: the reference is slow, and every image takes the same path.
+    let per_image = x.numel() / layer.N.max(1);
+    let x0 = Tensor::new([&[1usize][..], &x.dims()[1..]].concat(), x.data()[..per_image].to_vec())?;
+    let reference = conv_reference(&x0, &w, b.as_ref(), &spec)?;
+    let scale = reference.data().iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30) as f64;
+    let worst = reference.data().iter().zip(y.data()).map(|(r, f)| (r - f).abs() as f64).fold(0.0, f64::max);
+    let max_relative_error = worst / scale;
+    if max_relative_error > 1e-4 {
+        bail!("fast convolution disagrees with the reference: relative error {max_relative_error:.2e}");
+    }
+
+    let timings = time(budget, || {
+        // The same call succeeded above; its result is only kept alive for the timer.
+        let _ = std::hint::black_box(conv(&x, &w, b.as_ref(), &spec));
+    });
+    Ok(Measurement {
+        name: layer.name.clone(),
+        direction: "forward",
+        threads: rayon::current_num_threads(),
+        timings,
+        flops: 2.0 * geometry.macs() as f64,
+        max_relative_error,
+    })
+}

@@ -1,0 +1,170 @@
+//! `stride bench`: measured speed of stride's kernels, as tables for people and JSON for tools.
+//!
+//! Every benchmark first checks the fast kernel against the reference implementation on the same
+//! data, then times it: warm-up, then repeated runs until both a minimum count and a minimum time
+//! are reached; it reports the median with min–max, never a single run. Comparisons with PyTorch
+//! run side by side through `tools/bench_compare.py`.
+//!
+//! The layers' results are checked before they are timed, so a fast wrong kernel cannot post a
+//! number.
+
+pub mod conv;
+pub mod peak;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+const LONG_ABOUT: &str = "\
+Measure stride's kernels on real layers.
+
+`stride bench conv` runs every layer of a conv_layers.json file (by default the built-in copy of
+the project's list: LeNet-5, ResNet-20, ResNet-50, VGG-16 and AlexNet layers, a 1D and a 3D case).
+Each layer is first checked against the reference implementation, then timed: one warm-up, then
+repeated runs until --min-runs and --min-seconds are both reached. It reports the median time with
+min–max, GFLOP/s (2 × multiply-adds on the padded input / median) and the percentage of the
+machine's peak, measured at the start with an FMA loop on the same threads.
+
+With --json it prints one JSON object per layer and direction (name, direction, threads,
+median_ms, min_ms, max_ms, gflops, peak_percent), the format tools/bench_compare.py reads to put
+stride and PyTorch side by side.";
+
+/// Measure stride's kernels on real layers (checked against the reference, then timed).
+#[derive(Debug, clap::Args)]
+#[command(long_about = LONG_ABOUT)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum What {
+    /// Convolution layers: forward, as time, GFLOP/s and percent of peak.
+    Conv(ConvArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConvArgs {
+    /// A conv_layers.json file [default: the built-in copy of bench/conv_layers.json]
+    #[arg(long, value_name = "FILE")]
+    layers: Option<PathBuf>,
+    /// Print one JSON object per layer and direction instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Threads to use [default: all cores]
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Only the layers whose name contains this
+    #[arg(long, default_value = "")]
+    filter: String,
+    #[arg(long, default_value_t = 5)]
+    min_runs: usize,
+    #[arg(long, default_value_t = 50)]
+    max_runs: usize,
+    #[arg(long, default_value_t = 1.0)]
+    min_seconds: f64,
+    /// Skip measuring the machine's peak (and the percent-of-peak column)
+    #[arg(long)]
+    no_peak: bool,
+}
+
+pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
+    match &args.what {
+        What::Conv(conv_args) => {
+            if let Some(threads) = conv_args.threads {
+                anyhow::ensure!(threads > 0, "--threads must be at least 1");
+                // The process runs one benchmark, so the global pool is the one to size.
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build_global()
+                    .context("cannot size the thread pool")?;
+            }
+            run_conv(conv_args, out)
+        }
+    }
+}
+
+fn run_conv(args: &ConvArgs, out: &mut impl Write) -> Result<()> {
+    let layers = conv::load_layers(args.layers.as_deref())?;
+    let budget = Budget { min_runs: args.min_runs, max_runs: args.max_runs, min_seconds: args.min_seconds };
+    let peak = (!args.no_peak).then(peak::measure);
+    let threads = rayon::current_num_threads();
+    if !args.json {
+        if let Some((gflops, isa)) = peak {
+            writeln!(out, "peak: {gflops:.0} GFLOP/s ({isa} FMA loop, {threads} threads)")?;
+        }
+        writeln!(
+            out,
+            "{:<32} {:>9} {:>21} {:>9} {:>7}",
+            "layer (forward)", "median ms", "min–max ms", "GFLOP/s", "% peak"
+        )?;
+    }
+    for layer in layers.iter().filter(|l| l.name.contains(&args.filter)) {
+        let m = conv::forward(layer, budget)?;
+        if args.json {
+            writeln!(out, "{}", m.json(peak.map(|p| p.0)))?;
+        } else {
+            let percent = peak.map_or(String::from("–"), |(p, _)| format!("{:.1}", 100.0 * m.gflops() / p));
+            writeln!(
+                out,
+                "{:<32} {:>9.3} {:>21} {:>9.1} {:>7}",
+                m.name,
+                m.timings.median(),
+                format!("{:.3}–{:.3}", m.timings.min(), m.timings.max()),
+                m.gflops(),
+                percent
+            )?;
+        }
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// Times of repeated runs, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    pub runs: Vec<f64>,
+}
+
+impl Timings {
+    pub fn median(&self) -> f64 {
+        let mut sorted = self.runs.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
+    }
+
+    pub fn min(&self) -> f64 {
+        self.runs.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    pub fn max(&self) -> f64 {
+        self.runs.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+/// How long to keep measuring.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub min_runs: usize,
+    pub max_runs: usize,
+    pub min_seconds: f64,
+}
+
+/// One warm-up call, then runs until `min_runs` and `min_seconds` are both reached (or
+/// `max_runs`).
+pub fn time(budget: Budget, mut f: impl FnMut()) -> Timings {
+    f();
+    let start = Instant::now();
+    let mut runs = Vec::new();
+    while runs.len() < budget.max_runs.max(1)
+        && (runs.len() < budget.min_runs || start.elapsed().as_secs_f64() < budget.min_seconds)
+    {
+        let t0 = Instant::now();
+        f();
+        runs.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Timings { runs }
+}

@@ -1,0 +1,306 @@
+//! The production pooling kernels, parallel over the `N·C` planes of `x [N, C, *I]`.
+//!
+//! Shapes as in the module docs, lifted to `[D, H, W]`. Before any data is touched, the taps of
+//! every output position are clipped to the input once: along depth and height per output
+//! index (`Taps`), along the width per kernel tap as the run of output columns it serves
+//! (`ColumnSweep`). A kernel then sweeps whole output rows, one input row and one tap at a
+//! time, with no bounds tests inside: the independent columns pipeline (and vectorise at
+//! stride 1) where a window-at-a-time loop would wait on one accumulator.
+//!
+//! Every output element still sees its taps in row-major window order, so maxima, the index of
+//! ties and NaN, and the f32 sums are exactly those of the reference's order and of PyTorch's
+//! CPU kernels. Each plane is computed by one task with the same loops, so results do not depend
+//! on the number of threads.
+
+use rayon::prelude::*;
+
+use super::{AdaptiveGeometry, PoolGeometry, adaptive_window};
+
+/// The taps of one output position along one axis that fall inside the input.
+#[derive(Debug, Clone, Copy)]
+struct Taps {
+    /// Input index of the first tap at or after the input's start (PyTorch's starting point for
+    /// the max, even when it lies past the input's end and `count` is 0).
+    first: usize,
+    /// The kernel index of that tap: how many taps fell in the leading padding.
+    skipped: usize,
+    /// How many taps, `dilation` apart from `first`, are inside the input.
+    count: usize,
+    /// Average pooling: the window clipped to the padded input, the divisor's factor under
+    /// `count_include_pad`.
+    padded: usize,
+}
+
+/// The clipped taps of every output position along lifted axis `axis`.
+fn sliding_taps(g: &PoolGeometry, axis: usize) -> Vec<Taps> {
+    let (input, kernel, stride) = (g.input[axis], g.kernel[axis], g.stride[axis]);
+    let (pad, dilation) = (g.padding[axis], g.dilation[axis]);
+    // The geometry guarantees every padded coordinate, and so every value below, fits in isize.
+    (0..g.output[axis])
+        .map(|o| {
+            let start = (o * stride) as isize - pad as isize;
+            let skipped = if start < 0 { start.unsigned_abs().div_ceil(dilation) } else { 0 };
+            let first = (start + (skipped * dilation) as isize) as usize;
+            let count = if first >= input || skipped >= kernel {
+                0
+            } else {
+                ((input - 1 - first) / dilation + 1).min(kernel - skipped)
+            };
+            let padded_end = (start + kernel as isize).min((input + pad) as isize);
+            Taps { first, skipped, count, padded: (padded_end - start) as usize }
+        })
+        .collect()
+}
+
+/// Kernel tap `f` along the width, applied to output columns `lo..hi` (those for which it falls
+/// inside the input): column `lo + i` reads input column `start + i·S`.
+#[derive(Debug, Clone, Copy)]
+struct ColumnSweep {
+    lo: usize,
+    hi: usize,
+    start: usize,
+}
+
+/// The sweeps of the width taps that some output column uses, in ascending tap order.
+///
+/// Only taps inside some window's clipped run are visited, so the work stays proportional to
+/// the input even for a kernel far wider than it (a large kernel with padding ⌊F/2⌋ is valid).
+fn column_sweeps(g: &PoolGeometry, width: &[Taps]) -> Vec<ColumnSweep> {
+    let (iw, ow, sw, pw, dw) = (g.input[2], g.output[2], g.stride[2], g.padding[2], g.dilation[2]);
+    let mut runs: Vec<(usize, usize)> =
+        width.iter().filter(|t| t.count > 0).map(|t| (t.skipped, t.skipped + t.count)).collect();
+    runs.sort_unstable();
+    let mut sweeps = Vec::new();
+    let mut next = 0;
+    for (begin, end) in runs {
+        for f in begin.max(next)..end {
+            // Output columns c with P ≤ c·S + f·D < W + P.
+            let offset = f * dw;
+            let lo = pw.saturating_sub(offset).div_ceil(sw).min(ow);
+            let hi = (iw + pw).saturating_sub(offset).div_ceil(sw).clamp(lo, ow);
+            if lo < hi {
+                sweeps.push(ColumnSweep { lo, hi, start: lo * sw + offset - pw });
+            }
+        }
+        next = next.max(end);
+    }
+    sweeps
+}
+
+/// Everything a plane kernel needs that does not depend on the data, computed once per call.
+struct Plan {
+    depth: Vec<Taps>,
+    height: Vec<Taps>,
+    width: Vec<Taps>,
+    columns: Vec<ColumnSweep>,
+}
+
+impl Plan {
+    fn new(g: &PoolGeometry) -> Self {
+        let width = sliding_taps(g, 2);
+        let columns = column_sweeps(g, &width);
+        Plan { depth: sliding_taps(g, 0), height: sliding_taps(g, 1), width, columns }
+    }
+}
+
+pub(crate) fn max_pool(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
+    let plan = Plan::new(g);
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut y = vec![0.0f32; g.planes() * output_volume];
+    y.par_chunks_mut(output_volume)
+        .zip(x.par_chunks(input_volume))
+        .for_each(|(y, x)| max_plane::<false>(g, &plan, x, y, &mut []));
+    y
+}
+
+pub(crate) fn max_pool_with_indices(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<usize>) {
+    let plan = Plan::new(g);
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut y = vec![0.0f32; g.planes() * output_volume];
+    let mut indices = vec![0usize; y.len()];
+    y.par_chunks_mut(output_volume)
+        .zip(indices.par_chunks_mut(output_volume))
+        .zip(x.par_chunks(input_volume))
+        .for_each(|((y, indices), x)| max_plane::<true>(g, &plan, x, y, indices));
+    (y, indices)
+}
+
+/// One plane of max pooling; `INDICES` also records where each maximum came from, and
+/// compiles to a value-only loop without it (`indices` is then empty).
+fn max_plane<const INDICES: bool>(
+    g: &PoolGeometry,
+    plan: &Plan,
+    x: &[f32],
+    y: &mut [f32],
+    indices: &mut [usize],
+) {
+    let [_, ih, iw] = g.input;
+    let [dd, dh, _] = g.dilation;
+    let (ow, sw) = (g.output[2], g.stride[2]);
+    let mut o = 0;
+    for tz in &plan.depth {
+        for tr in &plan.height {
+            let out = &mut y[o..o + ow];
+            out.fill(f32::NEG_INFINITY);
+            let at: &mut [usize] = if INDICES { &mut indices[o..o + ow] } else { &mut [] };
+            // PyTorch's index before anything is seen: each window's first tap in the input.
+            for (a, tc) in at.iter_mut().zip(&plan.width) {
+                *a = (tz.first * ih + tr.first) * iw + tc.first;
+            }
+            for z in (tz.first..).step_by(dd).take(tz.count) {
+                for r in (tr.first..).step_by(dh).take(tr.count) {
+                    let row_start = (z * ih + r) * iw;
+                    let row = &x[row_start..row_start + iw];
+                    for s in &plan.columns {
+                        let out = &mut out[s.lo..s.hi];
+                        let at: &mut [usize] = if INDICES { &mut at[s.lo..s.hi] } else { &mut [] };
+                        let first = row_start + s.start;
+                        if sw == 1 {
+                            sweep_max::<INDICES>(out, at, row[s.start..].iter(), first, 1);
+                        } else {
+                            sweep_max::<INDICES>(out, at, row[s.start..].iter().step_by(sw), first, sw);
+                        }
+                    }
+                }
+            }
+            o += ow;
+        }
+    }
+}
+
+/// Offers `src[i]` (input index `first + i·step`) to the running maximum of output column `i`.
+#[inline(always)]
+fn sweep_max<'a, const INDICES: bool>(
+    out: &mut [f32],
+    at: &mut [usize],
+    src: impl Iterator<Item = &'a f32>,
+    first: usize,
+    step: usize,
+) {
+    // PyTorch's rule: `>` keeps the first of equal values, a NaN always takes over (so it
+    // propagates, and the last one wins). Selects, not branches: on real data the comparison
+    // is a coin toss that a branch would mispredict.
+    if INDICES {
+        for (i, ((best, at), &v)) in out.iter_mut().zip(at).zip(src).enumerate() {
+            let take = v > *best || v.is_nan();
+            *best = if take { v } else { *best };
+            *at = if take { first + i * step } else { *at };
+        }
+    } else {
+        for (best, &v) in out.iter_mut().zip(src) {
+            *best = if v > *best || v.is_nan() { v } else { *best };
+        }
+    }
+}
+
+pub(crate) fn avg_pool(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
+    let plan = Plan::new(g);
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut y = vec![0.0f32; g.planes() * output_volume];
+    y.par_chunks_mut(output_volume)
+        .zip(x.par_chunks(input_volume))
+        .for_each(|(y, x)| avg_plane(g, &plan, x, y));
+    y
+}
+
+fn avg_plane(g: &PoolGeometry, plan: &Plan, x: &[f32], y: &mut [f32]) {
+    let [_, ih, iw] = g.input;
+    let (ow, sw) = (g.output[2], g.stride[2]);
+    let mut o = 0;
+    for tz in &plan.depth {
+        for tr in &plan.height {
+            let out = &mut y[o..o + ow];
+            out.fill(0.0);
+            for z in tz.first..tz.first + tz.count {
+                for r in tr.first..tr.first + tr.count {
+                    let row = &x[(z * ih + r) * iw..][..iw];
+                    for s in &plan.columns {
+                        let out = &mut out[s.lo..s.hi];
+                        if sw == 1 {
+                            out.iter_mut().zip(&row[s.start..]).for_each(|(sum, &v)| *sum += v);
+                        } else {
+                            out.iter_mut()
+                                .zip(row[s.start..].iter().step_by(sw))
+                                .for_each(|(sum, &v)| *sum += v);
+                        }
+                    }
+                }
+            }
+            for (sum, tc) in out.iter_mut().zip(&plan.width) {
+                let real = tz.count * tr.count * tc.count;
+                let divisor = match g.divisor_override {
+                    Some(d) => d,
+                    None if g.count_include_pad => tz.padded * tr.padded * tc.padded,
+                    None => real,
+                };
+                // PyTorch writes 0 for a window without input elements instead of 0/0.
+                *sum = if real == 0 { 0.0 } else { *sum / divisor as f32 };
+            }
+            o += ow;
+        }
+    }
+}
+
+/// The `(start, end)` windows of adaptive pooling along every lifted axis.
+fn adaptive_windows(g: &AdaptiveGeometry) -> [Vec<(usize, usize)>; 3] {
+    std::array::from_fn(|axis| {
+        (0..g.output[axis]).map(|i| adaptive_window(i, g.input[axis], g.output[axis])).collect()
+    })
+}
+
+pub(crate) fn adaptive_avg_pool(g: &AdaptiveGeometry, x: &[f32]) -> Vec<f32> {
+    let windows = adaptive_windows(g);
+    let [_, ih, iw] = g.input;
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut y = vec![0.0f32; g.batch * g.channels * output_volume];
+    y.par_chunks_mut(output_volume).zip(x.par_chunks(input_volume)).for_each(|(y, x)| {
+        let mut o = 0;
+        for &(z0, z1) in &windows[0] {
+            for &(r0, r1) in &windows[1] {
+                for &(c0, c1) in &windows[2] {
+                    let mut sum = 0.0f32;
+                    for z in z0..z1 {
+                        for r in r0..r1 {
+                            for &v in &x[(z * ih + r) * iw + c0..(z * ih + r) * iw + c1] {
+                                sum += v;
+                            }
+                        }
+                    }
+                    // One division per axis, in PyTorch's order (`sum / kh / kw`), for its rounding.
+                    y[o] = sum / (z1 - z0) as f32 / (r1 - r0) as f32 / (c1 - c0) as f32;
+                    o += 1;
+                }
+            }
+        }
+    });
+    y
+}
+
+pub(crate) fn adaptive_max_pool(g: &AdaptiveGeometry, x: &[f32]) -> Vec<f32> {
+    let windows = adaptive_windows(g);
+    let [_, ih, iw] = g.input;
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut y = vec![0.0f32; g.batch * g.channels * output_volume];
+    y.par_chunks_mut(output_volume).zip(x.par_chunks(input_volume)).for_each(|(y, x)| {
+        let mut o = 0;
+        for &(z0, z1) in &windows[0] {
+            for &(r0, r1) in &windows[1] {
+                for &(c0, c1) in &windows[2] {
+                    let mut best = f32::NEG_INFINITY;
+                    for z in z0..z1 {
+                        for r in r0..r1 {
+                            for &v in &x[(z * ih + r) * iw + c0..(z * ih + r) * iw + c1] {
+                                if v > best || v.is_nan() {
+                                    best = v;
+                                }
+                            }
+                        }
+                    }
+                    y[o] = best;
+                    o += 1;
+                }
+            }
+        }
+    });
+    y
+}
