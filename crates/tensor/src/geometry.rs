@@ -281,7 +281,10 @@ mod tests {
         );
         let p = AxisParams { dilation: 2, ..axis(10, 3, 1, 1) };
         assert_eq!(p.rule("H1"), "(H1 + 2P − D·(F−1) − 1)/S + 1");
-        assert_eq!(p.worked("conv2d", "width", Rounding::Floor).unwrap(), "(10 + 2·1 − 2·(3−1) − 1)/1 + 1 = 8");
+        assert_eq!(
+            p.worked("conv2d", "width", Rounding::Floor).unwrap(),
+            "(10 + 2·1 − 2·(3−1) − 1)/1 + 1 = 8"
+        );
         let p = axis(112, 3, 2, 0);
         assert_eq!(
             p.worked("max_pool2d", "width", Rounding::Ceil).unwrap(),

@@ -140,12 +140,14 @@ fn symbols(rank: usize) -> &'static [(&'static str, &'static str)] {
 fn explain_axes(op: &str, axes: &[AxisParams]) -> Result<String> {
     let names = geometry::axis_names(axes.len());
     let syms = symbols(axes.len());
-    let worked: Vec<String> =
-        axes.iter().zip(names).map(|(a, name)| a.worked(op, name, Rounding::Floor)).collect::<Result<_, _>>()?;
+    let worked: Vec<String> = axes
+        .iter()
+        .zip(names)
+        .map(|(a, name)| a.worked(op, name, Rounding::Floor))
+        .collect::<Result<_, _>>()?;
     if worked.iter().all(|w| w == &worked[0]) && axes.iter().all(|a| a == &axes[0]) {
         let outs: Vec<&str> = syms.iter().map(|s| s.1).collect();
-        let ins: Vec<&str> = syms.iter().map(|s| s.0).collect();
-        return Ok(format!("{} = {} = {}", outs.join(" = "), axes[0].rule(&ins.join("=")), worked[0]));
+        return Ok(format!("{} = {} = {}", outs.join(" = "), axes[0].rule(syms[syms.len() - 1].0), worked[0]));
     }
     let parts: Vec<String> = axes
         .iter()
@@ -222,7 +224,14 @@ fn pool<const N: usize>(
     let input = [&[1usize][..], volume].concat();
     let shape = spec.output_shape(kind, &input)?;
     let axes: Vec<AxisParams> = (0..N)
-        .map(|i| AxisParams { input: volume[1 + i], kernel: size, stride, pad_begin: padding, pad_end: padding, dilation: 1 })
+        .map(|i| AxisParams {
+            input: volume[1 + i],
+            kernel: size,
+            stride,
+            pad_begin: padding,
+            pad_end: padding,
+            dilation: 1,
+        })
         .collect();
     let text = format!("{}; D2 = D1 = {}", explain_axes("pool", &axes)?, volume[0]);
     Ok((shape.dims()[1..].to_vec(), 0, text))
@@ -261,7 +270,7 @@ fn group_thousands(v: u64) -> String {
     let digits = v.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

@@ -133,7 +133,7 @@ impl Timings {
         let mut sorted = self.runs.clone();
         sorted.sort_by(f64::total_cmp);
         let mid = sorted.len() / 2;
-        if sorted.len() % 2 == 0 { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
+        if sorted.len().is_multiple_of(2) { (sorted[mid - 1] + sorted[mid]) / 2.0 } else { sorted[mid] }
     }
 
     pub fn min(&self) -> f64 {

@@ -75,8 +75,10 @@ mod x86 {
     macro_rules! chains {
         ($fmadd:ident, $set1:ident, $a:expr, $b:expr) => {{
             let (a, b) = ($set1($a), $set1($b));
-            let (mut v0, mut v1, mut v2, mut v3, mut v4, mut v5) = ($set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0));
-            let (mut v6, mut v7, mut v8, mut v9, mut v10, mut v11) = ($set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0));
+            let (mut v0, mut v1, mut v2, mut v3, mut v4, mut v5) =
+                ($set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0));
+            let (mut v6, mut v7, mut v8, mut v9, mut v10, mut v11) =
+                ($set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0), $set1(1.0));
             for _ in 0..super::ITERATIONS {
                 v0 = $fmadd(v0, a, b);
                 v1 = $fmadd(v1, a, b);
@@ -97,13 +99,23 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     pub fn chains_avx512() -> f32 {
-        let acc = chains!(_mm512_fmadd_ps, _mm512_set1_ps, std::hint::black_box(0.999_999), std::hint::black_box(1e-7));
+        let acc = chains!(
+            _mm512_fmadd_ps,
+            _mm512_set1_ps,
+            std::hint::black_box(0.999_999),
+            std::hint::black_box(1e-7)
+        );
         acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
     }
 
     #[target_feature(enable = "avx2,fma")]
     pub fn chains_avx2() -> f32 {
-        let acc = chains!(_mm256_fmadd_ps, _mm256_set1_ps, std::hint::black_box(0.999_999), std::hint::black_box(1e-7));
+        let acc = chains!(
+            _mm256_fmadd_ps,
+            _mm256_set1_ps,
+            std::hint::black_box(0.999_999),
+            std::hint::black_box(1e-7)
+        );
         let mut lanes = [0.0f32; 8];
         let mut total = 0.0;
         for v in acc {

@@ -30,8 +30,20 @@ type LayerRow = (&'static str, [usize; 4], [usize; 4], ConvSpec<2>, [usize; 4]);
 #[test]
 fn real_layer_output_shapes() {
     let rows: [LayerRow; 5] = [
-        ("alexnet conv1", [1, 3, 224, 224], [64, 3, 11, 11], ConvSpec::new().stride(4).padding(2), [1, 64, 55, 55]),
-        ("resnet stem", [2, 3, 224, 224], [64, 3, 7, 7], ConvSpec::new().stride(2).padding(3), [2, 64, 112, 112]),
+        (
+            "alexnet conv1",
+            [1, 3, 224, 224],
+            [64, 3, 11, 11],
+            ConvSpec::new().stride(4).padding(2),
+            [1, 64, 55, 55],
+        ),
+        (
+            "resnet stem",
+            [2, 3, 224, 224],
+            [64, 3, 7, 7],
+            ConvSpec::new().stride(2).padding(3),
+            [2, 64, 112, 112],
+        ),
         ("vgg 3x3", [1, 64, 224, 224], [64, 64, 3, 3], ConvSpec::new().padding(1), [1, 64, 224, 224]),
         ("lenet c1", [1, 1, 32, 32], [6, 1, 5, 5], ConvSpec::new(), [1, 6, 28, 28]),
         ("googlenet 1x1", [1, 192, 28, 28], [64, 192, 1, 1], ConvSpec::new(), [1, 64, 28, 28]),
@@ -47,7 +59,8 @@ fn real_layer_output_shapes() {
 
 #[test]
 fn kernel_larger_than_padded_input() {
-    let err = ConvSpec::<2>::new().stride(4).padding(2).output_shape(&[1, 3, 6, 6], &[96, 3, 11, 11]).unwrap_err();
+    let err =
+        ConvSpec::<2>::new().stride(4).padding(2).output_shape(&[1, 3, 6, 6], &[96, 3, 11, 11]).unwrap_err();
     assert_eq!(
         err.to_string(),
         "conv2d: kernel 11 does not fit in height 6 padded to 10: \
@@ -86,7 +99,10 @@ fn wrong_rank_names_the_layout() {
         "conv2d: input must be a 4-d tensor laid out as NCHW, got shape [3, 28, 28] (rank 3)"
     );
     let err = ConvSpec::<1>::new().output_shape(&[1, 3, 28], &[6, 3]).unwrap_err();
-    assert_eq!(err.to_string(), "conv1d: weight must be a 3-d tensor [C_out, C_in/groups, W], got shape [6, 3]");
+    assert_eq!(
+        err.to_string(),
+        "conv1d: weight must be a 3-d tensor [C_out, C_in/groups, W], got shape [6, 3]"
+    );
 }
 
 #[test]
@@ -114,13 +130,15 @@ fn data_length_must_match_shape() {
 /// kernel k_a = w_{−a}, or equally a cross-correlation with the taps stored as w_{−6} .. w_0.
 #[test]
 fn lecture_sensor_example() {
-    let x = Tensor::new([1, 1, 12], vec![1.0, 1.1, 1.2, 1.4, 1.7, 1.8, 1.9, 2.1, 2.2, 2.4, 2.5, 2.7]).unwrap();
+    let x =
+        Tensor::new([1, 1, 12], vec![1.0, 1.1, 1.2, 1.4, 1.7, 1.8, 1.9, 2.1, 2.2, 2.4, 2.5, 2.7]).unwrap();
     let w_lecture_order = vec![0.01, 0.01, 0.02, 0.02, 0.04, 0.4, 0.5];
     let k: Vec<f32> = w_lecture_order.iter().rev().copied().collect();
     let expected = [1.811, 1.967, 2.112, 2.269, 2.413, 2.569];
     let convolution = ConvSpec::<1>::new().mode(KernelMode::Convolution);
     let s = conv1d(&x, &Tensor::new([1, 1, 7], k).unwrap(), None, &convolution).unwrap();
-    let correlated = conv1d(&x, &Tensor::new([1, 1, 7], w_lecture_order).unwrap(), None, &ConvSpec::new()).unwrap();
+    let correlated =
+        conv1d(&x, &Tensor::new([1, 1, 7], w_lecture_order).unwrap(), None, &ConvSpec::new()).unwrap();
     for result in [s, correlated] {
         for (got, want) in result.data().iter().zip(expected) {
             assert!((got - want).abs() < 1e-5, "{:?}", result.data());
@@ -221,7 +239,10 @@ fn run_case<const N: usize>(c: &Case, seed: u64) {
     let b = c.bias.then(|| seeded(&[c.groups * c.cout_g], seed + 2));
     let spec = ConvSpec::<N> {
         stride: c.stride[..N].try_into().unwrap(),
-        padding: Padding::asymmetric(c.pad_begin[..N].try_into().unwrap(), c.pad_end[..N].try_into().unwrap()),
+        padding: Padding::asymmetric(
+            c.pad_begin[..N].try_into().unwrap(),
+            c.pad_end[..N].try_into().unwrap(),
+        ),
         dilation: c.dilation[..N].try_into().unwrap(),
         groups: c.groups,
         mode: KernelMode::CrossCorrelation,

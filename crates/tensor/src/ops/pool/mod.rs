@@ -126,23 +126,23 @@ impl<const N: usize> PoolSpec<N> {
     pub fn geometry(&self, kind: PoolKind, input: &[usize]) -> Result<PoolGeometry> {
         let op = Self::op_name(kind);
         let (batch, channels) = check_layout(op, N, input)?;
-        match kind {
-            PoolKind::Avg if self.dilation.iter().any(|&d| d != 1) => {
+        match (kind, self.divisor_override) {
+            (PoolKind::Avg, _) if self.dilation.iter().any(|&d| d != 1) => {
                 return Err(Error::invalid(
                     op,
                     format!("dilation applies to max pooling only, got {:?}", self.dilation),
                 ));
             }
-            PoolKind::Avg if self.divisor_override == Some(0) => {
+            (PoolKind::Avg, Some(0)) => {
                 return Err(Error::invalid(op, "divisor_override must be at least 1, got 0"));
             }
+            (PoolKind::Max, Some(divisor)) => {
+                return Err(Error::invalid(
+                    op,
+                    format!("divisor_override applies to average pooling only, got {divisor}"),
+                ));
+            }
             _ => {}
-        }
-        if let (PoolKind::Max, Some(divisor)) = (kind, self.divisor_override) {
-            return Err(Error::invalid(
-                op,
-                format!("divisor_override applies to average pooling only, got {divisor}"),
-            ));
         }
         let rounding = if self.ceil_mode { Rounding::Ceil } else { Rounding::Floor };
         let names = geometry::axis_names(N);

@@ -383,6 +383,29 @@ fn one_and_two_dimensional_pools_agree_with_the_lifted_three_dimensional_one() {
 }
 
 #[test]
+fn kernels_far_wider_than_the_input_stay_cheap() {
+    // Valid because padding ⌊F/2⌋ is allowed: the fast path must visit only the taps that land
+    // in the input, not the million in the padding. With stride P and ceil mode the two windows
+    // use taps P..P+2 and 0..2, far apart in the kernel.
+    let x = tensor(&[1, 2, 2], &[1.0, -2.0, 3.0, f32::NAN]);
+    let pad = 500_000;
+    for spec in [
+        PoolSpec::<1>::new(2 * pad + 1).stride(1).padding(pad),
+        PoolSpec::<1>::new(2 * pad + 1).stride(pad).padding(pad).ceil_mode(true),
+    ] {
+        let (y, indices) = max_pool_with_indices(&x, &spec).unwrap();
+        let (expected, expected_indices) = reference::max_pool_with_indices(&x, &spec).unwrap();
+        assert_eq!(y.dims(), &[1, 2, 2]);
+        assert_bitwise(y.data(), expected.data());
+        assert_eq!(indices, expected_indices);
+        assert_eq!(indices, [0, 0, 1, 1], "PyTorch's");
+        let y = avg_pool(&x, &spec.count_include_pad(false)).unwrap();
+        assert_close(y.data(), reference::avg_pool(&x, &spec.count_include_pad(false)).unwrap().data(), 1e-6);
+        assert_close(&y.data()[..2], &[-0.5, -0.5], 1e-6);
+    }
+}
+
+#[test]
 fn adaptive_windows_follow_pytorchs_rule() {
     // 10 → 3: [0, 4), [3, 7), [6, 10), overlapping because 3 does not divide 10.
     let windows: Vec<_> = (0..3).map(|i| adaptive_window(i, 10, 3)).collect();
@@ -626,47 +649,5 @@ proptest! {
     #[test]
     fn adaptive_3d_fast_matches_reference((input, output, seed) in adaptive_case::<3>()) {
         check_adaptive(&input, output, seed);
-    }
-}
-
-#[path = "/tmp/vt/old_fast.rs"]
-#[allow(dead_code)]
-mod old;
-
-#[test]
-#[ignore]
-fn tmp_bench() {
-    let x = filled(&[8, 64, 112, 112], 1, Values::Continuous);
-    let cases: [(&str, PoolSpec<2>); 3] = [
-        ("stem 3/2 p1", PoolSpec::new(3).stride(2).padding(1)),
-        ("vgg 2/2", PoolSpec::new(2)),
-        ("3/1 p1", PoolSpec::new(3).stride(1).padding(1)),
-    ];
-    for threads in [1, 2] {
-        let pool = if threads == 1 { &pools().0 } else { &pools().1 };
-        pool.install(|| {
-            for (name, spec) in cases {
-                let g = spec.geometry(PoolKind::Max, x.dims()).unwrap();
-                let ga = spec.geometry(PoolKind::Avg, x.dims()).unwrap();
-                let variants: [(&str, Box<dyn Fn()>); 6] = [
-                    ("new max", Box::new(|| { std::hint::black_box(fast::max_pool(&g, x.data())); })),
-                    ("old max", Box::new(|| { std::hint::black_box(old::max_pool(&g, x.data())); })),
-                    ("new idx", Box::new(|| { std::hint::black_box(fast::max_pool_with_indices(&g, x.data())); })),
-                    ("old idx", Box::new(|| { std::hint::black_box(old::max_pool_with_indices(&g, x.data())); })),
-                    ("new avg", Box::new(|| { std::hint::black_box(fast::avg_pool(&ga, x.data())); })),
-                    ("old avg", Box::new(|| { std::hint::black_box(old::avg_pool(&ga, x.data())); })),
-                ];
-                let mut best = [f64::MAX; 6];
-                for _ in 0..12 {
-                    for (k, (_, f)) in variants.iter().enumerate() {
-                        let t = std::time::Instant::now();
-                        f();
-                        best[k] = best[k].min(t.elapsed().as_secs_f64() * 1e3);
-                    }
-                }
-                let line: Vec<String> = variants.iter().zip(best).map(|((n, _), b)| format!("{n} {b:.1}")).collect();
-                println!("{threads}t {name}: {}", line.join(" | "));
-            }
-        });
     }
 }
