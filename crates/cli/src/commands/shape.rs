@@ -147,7 +147,12 @@ fn explain_axes(op: &str, axes: &[AxisParams]) -> Result<String> {
         .collect::<Result<_, _>>()?;
     if worked.iter().all(|w| w == &worked[0]) && axes.iter().all(|a| a == &axes[0]) {
         let outs: Vec<&str> = syms.iter().map(|s| s.1).collect();
-        return Ok(format!("{} = {} = {}", outs.join(" = "), axes[0].rule(syms[syms.len() - 1].0), worked[0]));
+        return Ok(format!(
+            "{} = {} = {}",
+            outs.join(" = "),
+            axes[0].rule(syms[syms.len() - 1].0),
+            worked[0]
+        ));
     }
     let parts: Vec<String> = axes
         .iter()

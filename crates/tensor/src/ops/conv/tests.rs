@@ -303,3 +303,21 @@ fn one_thread_and_many_threads_agree_bitwise() {
         assert!(a.data().iter().zip(b.data()).all(|(p, q)| p.to_bits() == q.to_bits()), "case {i}");
     }
 }
+
+/// The AVX2 micro-kernel and the portable one run the same FMAs in the same order.
+#[test]
+fn simd_and_portable_kernels_agree_bitwise() {
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 3] = [
+        ([2, 5, 19, 23], [13, 5, 3, 3], ConvSpec::new().padding(1)),
+        ([1, 8, 20, 20], [7, 8, 1, 1], ConvSpec::new()),
+        ([2, 4, 17, 17], [6, 2, 3, 3], ConvSpec::new().groups(2).stride(2).padding([0, 1])),
+    ];
+    for (i, (xs, ws, spec)) in cases.into_iter().enumerate() {
+        let (x, w) = (seeded(&xs, 70 + i as u64), seeded(&ws, 80 + i as u64));
+        let b = seeded(&[ws[0]], 90);
+        let g = spec.geometry(x.dims(), w.dims()).unwrap();
+        let simd = fast::forward(&g, x.data(), w.data(), Some(b.data()));
+        let portable = fast::forward_portable(&g, x.data(), w.data(), Some(b.data()));
+        assert!(simd.iter().zip(&portable).all(|(p, q)| p.to_bits() == q.to_bits()), "case {i}");
+    }
+}

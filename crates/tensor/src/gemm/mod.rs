@@ -4,6 +4,11 @@
 //! 2-core AVX-512 machines and picks AVX-512, AVX2 or portable micro-kernels at run time; every
 //! matrix product of stride (matmul, convolution as im2col + GEMM, 1×1 convolution) goes through
 //! here so that a faster kernel, or another device, replaces one function.
+//!
+//! `packed` is stride's own GEMM for convolution, which packs the input taps straight from the
+//! image and beats the crate on those shapes.
+
+pub(crate) mod packed;
 
 /// A read-only matrix view: element `(r, c)` is at `ptr + r·row_stride + c·col_stride`.
 #[derive(Clone, Copy)]

@@ -1,0 +1,341 @@
+//! A GEMM for convolution: `C[m × n] += A[m × k] · B[k × n]`, with `A` (the filters) packed
+//! once per call and `B` read in place through a table of row offsets: row `r` of `B` is
+//! `data[offsets[r]..][..n]`. For a stride-1 convolution the rows are the zero-padded image
+//! itself, shifted by each tap's offset (no im2col at all); for a strided one they are the rows
+//! of an im2col tile.
+//!
+//! Why not the `gemm` crate here: on this project's machines it reaches about 55% of the FMA
+//! peak on convolution-shaped products (few output channels, a few hundred positions), and
+//! an im2col buffer would be packed twice; this 6×16 register-blocked kernel with the taps
+//! packed once reaches more (BENCHMARKS.md has the side-by-side figures).
+//!
+//! Layouts (all k-major inside a block, so the micro-kernel streams both operands):
+//! - `A`: for each block of `KC` taps, for each block of `MR` rows: `[kc × MR]`, rows past `m`
+//!   zero;
+//! - `B`: any rows of at least `n` rounded up to `NR` readable floats (the extra columns' results
+//!   are computed and never stored).
+//!
+//! Blocking: a `KC × NR` strip of `B` (16 KiB, at a constant stride the prefetchers follow) stays
+//! in L1 while `MC / MR` row blocks of `A` (`MC × KC`, 96 KiB) stream from L2 against it. The sum over `k` runs in the same order
+//! whatever the threading, so results do not depend on how the caller splits the work.
+
+use std::ops::Range;
+
+/// Rows of `C` per micro-kernel call.
+pub(crate) const MR: usize = 6;
+/// Columns of `C` per micro-kernel call: two 8-float AVX registers.
+pub(crate) const NR: usize = 16;
+/// Taps per block of the reduction.
+const KC: usize = 256;
+/// Rows of `A` kept in L2 while a strip of `B` sits in L1.
+const MC: usize = 96;
+
+/// `A[m × k]`, packed for the micro-kernel.
+pub(crate) struct PackedA {
+    data: Vec<f32>,
+    m: usize,
+    k: usize,
+}
+
+impl PackedA {
+    /// Packs the row-major `a[m × k]`.
+    pub fn new(a: &[f32], m: usize, k: usize) -> Self {
+        assert!(a.len() >= m * k, "PackedA: {} values for a {m} × {k} matrix", a.len());
+        let blocks = m.div_ceil(MR);
+        let mut data = vec![0.0f32; blocks * MR * k];
+        let mut offset = 0;
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for block in 0..blocks {
+                for p in 0..kc {
+                    for r in 0..MR {
+                        let row = block * MR + r;
+                        if row < m {
+                            data[offset + p * MR + r] = a[row * k + k0 + p];
+                        }
+                    }
+                }
+                offset += kc * MR;
+            }
+        }
+        PackedA { data, m, k }
+    }
+
+    /// Number of `MR`-row blocks.
+    pub fn row_blocks(&self) -> usize {
+        self.m.div_ceil(MR)
+    }
+
+    fn block(&self, k0: usize, kc: usize, block: usize) -> &[f32] {
+        let start = k0 * self.row_blocks() * MR + block * MR * kc;
+        &self.data[start..start + kc * MR]
+    }
+}
+
+/// The row stride of an im2col tile with `n` columns: `n` rounded up to whole strips of `NR`.
+pub(crate) fn b_row_stride(n: usize) -> usize {
+    n.div_ceil(NR) * NR
+}
+
+/// `B[k × n]` as rows inside one buffer: element `(r, c)` is `data[offsets[r] + c]`.
+#[derive(Clone, Copy)]
+pub(crate) struct RowsB<'a> {
+    pub data: &'a [f32],
+    pub offsets: &'a [usize],
+}
+
+type MicroKernel = unsafe fn(usize, &[f32], *const f32, &[usize], *mut f32, usize, usize, usize);
+
+fn micro_kernel() -> MicroKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return x86::kernel_avx2;
+        }
+    }
+    kernel_portable
+}
+
+/// `C[rows of blocks × n] += A · B`, `C` row-major with row stride `c_row_stride`, pointing at
+/// element (0, 0) of the whole `C` (row `block · MR` is written for each block in `blocks`).
+/// `portable` forces the portable micro-kernel (for tests).
+///
+/// # Safety
+/// `c` must be valid for reads and writes of rows `blocks.start·MR .. min(blocks.end·MR, m)`,
+/// columns `0..n`, and no one else may touch those elements during the call.
+pub(crate) unsafe fn gemm_packed(
+    a: &PackedA,
+    b: RowsB<'_>,
+    n: usize,
+    blocks: Range<usize>,
+    c: *mut f32,
+    c_row_stride: usize,
+    portable: bool,
+) {
+    let k = a.k;
+    assert_eq!(b.offsets.len(), k, "one offset per row of B");
+    let reach = b.offsets.iter().max().map_or(0, |&o| o + b_row_stride(n));
+    assert!(reach <= b.data.len(), "rows of B reach {reach} but the buffer holds {}", b.data.len());
+    assert!(blocks.end <= a.row_blocks(), "row blocks out of range");
+    let kernel = if portable { kernel_portable } else { micro_kernel() };
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        let offsets = &b.offsets[k0..k0 + kc];
+        for first in blocks.clone().step_by(MC / MR) {
+            let last = (first + MC / MR).min(blocks.end);
+            for strip in 0..n.div_ceil(NR) {
+                let cols = NR.min(n - strip * NR);
+                // SAFETY: every row read, offset + strip·NR + NR ≤ reach ≤ data.len() (asserted).
+                let b_strip = unsafe { b.data.as_ptr().add(strip * NR) };
+                for block in first..last {
+                    let rows = MR.min(a.m - block * MR);
+                    // SAFETY: the block's rows and the strip's columns lie inside the region
+                    // the caller guarantees; the kernel touches only `rows × cols` of it.
+                    unsafe {
+                        kernel(
+                            kc,
+                            a.block(k0, kc, block),
+                            b_strip,
+                            offsets,
+                            c.add(block * MR * c_row_stride + strip * NR),
+                            c_row_stride,
+                            rows,
+                            cols,
+                        )
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The portable micro-kernel: `C[rows × cols] += A[kc × MR]ᵀ · B[kc × NR]` with the same
+/// accumulation order as the SIMD one.
+///
+/// # Safety
+/// `b + offsets[p]` valid for `NR` reads for every `p < kc`; `c` valid for `rows` rows (stride
+/// `c_row_stride`) of `cols` elements.
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel_portable(
+    kc: usize,
+    a: &[f32],
+    b: *const f32,
+    offsets: &[usize],
+    c: *mut f32,
+    c_row_stride: usize,
+    rows: usize,
+    cols: usize,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..kc {
+        // SAFETY: the caller guarantees NR readable floats at every row offset.
+        let b_row = unsafe { std::slice::from_raw_parts(b.add(offsets[p]), NR) };
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            let a_value = a[p * MR + r];
+            for (v, &bv) in acc_row.iter_mut().zip(b_row) {
+                *v = a_value.mul_add(bv, *v);
+            }
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate().take(rows) {
+        for (j, v) in acc_row.iter().enumerate().take(cols) {
+            // SAFETY: r < rows and j < cols, inside the caller's region.
+            unsafe { *c.add(r * c_row_stride + j) += v };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    /// AVX2 + FMA: 6 rows × 16 columns in twelve ymm accumulators; per tap two loads of `B`,
+    /// six broadcasts of `A`, twelve FMAs.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `b + offsets[p]` valid for `NR` reads for every
+    /// `p < kc`; `c` valid for `rows` rows of `cols` elements.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn kernel_avx2(
+        kc: usize,
+        a: &[f32],
+        b: *const f32,
+        offsets: &[usize],
+        c: *mut f32,
+        c_row_stride: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        assert!(a.len() >= kc * MR && offsets.len() >= kc);
+        let a = a.as_ptr();
+        let zero = _mm256_setzero_ps();
+        let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (zero, zero, zero, zero, zero, zero);
+        let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (zero, zero, zero, zero, zero, zero);
+        for p in 0..kc {
+            // SAFETY: p < kc; `a` holds kc·MR values (asserted), the caller guarantees NR floats
+            // at every row offset.
+            unsafe {
+                let row = b.add(*offsets.get_unchecked(p));
+                let b0 = _mm256_loadu_ps(row);
+                let b1 = _mm256_loadu_ps(row.add(8));
+                let ap = a.add(p * MR);
+                let a0 = _mm256_broadcast_ss(&*ap);
+                c00 = _mm256_fmadd_ps(a0, b0, c00);
+                c01 = _mm256_fmadd_ps(a0, b1, c01);
+                let a1 = _mm256_broadcast_ss(&*ap.add(1));
+                c10 = _mm256_fmadd_ps(a1, b0, c10);
+                c11 = _mm256_fmadd_ps(a1, b1, c11);
+                let a2 = _mm256_broadcast_ss(&*ap.add(2));
+                c20 = _mm256_fmadd_ps(a2, b0, c20);
+                c21 = _mm256_fmadd_ps(a2, b1, c21);
+                let a3 = _mm256_broadcast_ss(&*ap.add(3));
+                c30 = _mm256_fmadd_ps(a3, b0, c30);
+                c31 = _mm256_fmadd_ps(a3, b1, c31);
+                let a4 = _mm256_broadcast_ss(&*ap.add(4));
+                c40 = _mm256_fmadd_ps(a4, b0, c40);
+                c41 = _mm256_fmadd_ps(a4, b1, c41);
+                let a5 = _mm256_broadcast_ss(&*ap.add(5));
+                c50 = _mm256_fmadd_ps(a5, b0, c50);
+                c51 = _mm256_fmadd_ps(a5, b1, c51);
+            }
+        }
+        let acc = [[c00, c01], [c10, c11], [c20, c21], [c30, c31], [c40, c41], [c50, c51]];
+        if rows == MR && cols == NR {
+            for (r, [lo, hi]) in acc.iter().enumerate() {
+                // SAFETY: a full 6 × 16 block lies inside the caller's region.
+                unsafe {
+                    let row = c.add(r * c_row_stride);
+                    _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), *lo));
+                    _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), *hi));
+                }
+            }
+        } else {
+            let mut tile = [[0.0f32; NR]; MR];
+            for (r, [lo, hi]) in acc.iter().enumerate() {
+                // SAFETY: each row of `tile` holds 16 floats.
+                unsafe {
+                    _mm256_storeu_ps(tile[r].as_mut_ptr(), *lo);
+                    _mm256_storeu_ps(tile[r].as_mut_ptr().add(8), *hi);
+                }
+            }
+            for (r, tile_row) in tile.iter().enumerate().take(rows) {
+                for (j, v) in tile_row.iter().enumerate().take(cols) {
+                    // SAFETY: r < rows and j < cols, inside the caller's region.
+                    unsafe { *c.add(r * c_row_stride + j) += v };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] as f64 * b[p * n + j] as f64).sum();
+            }
+        }
+        c
+    }
+
+    fn pack_b(b: &[f32], k: usize, n: usize) -> Vec<f32> {
+        let stride = b_row_stride(n);
+        let mut padded = vec![0.0; k * stride];
+        for row in 0..k {
+            padded[row * stride..row * stride + n].copy_from_slice(&b[row * n..(row + 1) * n]);
+        }
+        padded
+    }
+
+    /// Odd sizes cover partial row blocks, partial strips and several KC blocks.
+    #[test]
+    fn simd_and_portable_kernels_match_the_naive_product() {
+        for &(m, n, k) in &[(1, 1, 1), (6, 16, 7), (7, 17, 300), (13, 40, 513), (64, 33, 256), (5, 3, 2)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0).collect();
+            let packed_a = PackedA::new(&a, m, k);
+            let packed_b = pack_b(&b, k, n);
+            let offsets: Vec<usize> = (0..k).map(|r| r * b_row_stride(n)).collect();
+            let rows_b = RowsB { data: &packed_b, offsets: &offsets };
+            let expected = naive(m, n, k, &a, &b);
+            for portable in [false, true] {
+                let mut c = vec![1.0f32; m * n];
+                unsafe {
+                    gemm_packed(&packed_a, rows_b, n, 0..packed_a.row_blocks(), c.as_mut_ptr(), n, portable)
+                };
+                for (i, (got, want)) in c.iter().zip(&expected).enumerate() {
+                    let tolerance = 1e-5 * (k as f64 + 1.0);
+                    assert!(
+                        ((*got as f64) - 1.0 - want).abs() <= tolerance,
+                        "{m}×{n}×{k} element {i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn simd_and_portable_agree_bitwise() {
+        let (m, n, k) = (12, 32, 600);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let (pa, pb) = (PackedA::new(&a, m, k), pack_b(&b, k, n));
+        let offsets: Vec<usize> = (0..k).map(|r| r * b_row_stride(n)).collect();
+        let rb = RowsB { data: &pb, offsets: &offsets };
+        let mut c1 = vec![0.0f32; m * n];
+        let mut c2 = vec![0.0f32; m * n];
+        unsafe {
+            gemm_packed(&pa, rb, n, 0..2, c1.as_mut_ptr(), n, false);
+            gemm_packed(&pa, rb, n, 0..2, c2.as_mut_ptr(), n, true);
+        }
+        // Both use fused multiply-adds in the same order, so they agree to the bit.
+        assert_eq!(c1, c2);
+    }
+}
