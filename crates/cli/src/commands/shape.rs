@@ -246,8 +246,12 @@ fn pool<const N: usize>(
 pub fn report(input: &[usize], rows: &[Row]) -> String {
     let mut out = String::new();
     let width = rows.iter().map(|r| r.layer.len()).max().unwrap_or(5).max(5);
-    let vol_width =
-        rows.iter().map(|r| volume_text(&r.output).len()).max().unwrap_or(6).max(volume_text(input).len());
+    let vol_width = rows
+        .iter()
+        .map(|r| volume_text(&r.output).chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(volume_text(input).chars().count());
     let _ = writeln!(
         out,
         "{:>3}  {:<width$}  {:<vol_width$}  {:>12}  size rule",
