@@ -1,12 +1,12 @@
-//! The one door to the GEMM crate: `C = A·B` or `C += A·B` over strided f32 matrices.
+//! Matrix products: the only place stride multiplies matrices.
 //!
-//! The `gemm` crate (with its `x86-v4` feature) reaches about 500 GFLOP/s on this project's
-//! 2-core AVX-512 machines and picks AVX-512, AVX2 or portable micro-kernels at run time; every
-//! matrix product of stride (matmul, convolution as im2col + GEMM, 1×1 convolution) goes through
-//! here so that a faster kernel, or another device, replaces one function.
+//! - [`gemm`]: general strided products through the `gemm` crate (its `x86-v4` feature enables
+//!   AVX-512 kernels, picked at run time with AVX2 and portable fallbacks); used by `matmul`.
+//! - [`packed`]: stride's own register-blocked GEMM for convolution, with the filters packed once
+//!   and the input taps read in place; on convolution shapes it reaches about 96% of a core's FMA
+//!   peak where the crate reaches 55–75% (BENCHMARKS.md).
 //!
-//! `packed` is stride's own GEMM for convolution, which packs the input taps straight from the
-//! image and beats the crate on those shapes.
+//! A faster kernel, or another device, replaces these two entry points.
 
 pub(crate) mod packed;
 
@@ -32,64 +32,6 @@ impl<'a> MatRef<'a> {
         rows == 0
             || cols == 0
             || (rows - 1) * self.row_stride + (cols - 1) * self.col_stride < self.data.len()
-    }
-}
-
-/// `dst (+)= lhs · rhs` through a raw destination pointer, for kernels whose parallel tasks write
-/// disjoint, interleaved blocks of one output (column tiles of a row-major matrix), which no set
-/// of `&mut` slices can express.
-///
-/// # Safety
-/// Every element `dst + r·dst_row_stride + c` for `r < m`, `c < n` must be valid for writes and
-/// written by no one else during the call; the operand views must lie inside their slices
-/// (checked).
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_into_ptr(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_row_stride: usize,
-    lhs: MatRef<'_>,
-    rhs: MatRef<'_>,
-    accumulate: bool,
-    threads: Threads,
-) {
-    assert!(lhs.spans(m, k) && rhs.spans(k, n), "gemm operand views exceed their buffers");
-    if m == 0 || n == 0 || k == 0 {
-        assert!(k > 0 || accumulate || m == 0 || n == 0, "k = 0 needs accumulate");
-        return;
-    }
-    let parallelism = match threads {
-        Threads::One => gemm::Parallelism::None,
-        Threads::Pool => match rayon::current_num_threads() {
-            0 | 1 => gemm::Parallelism::None,
-            n => gemm::Parallelism::Rayon(n),
-        },
-    };
-    // SAFETY: operands checked above; the destination is the caller's contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_row_stride as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
     }
 }
 
@@ -133,8 +75,38 @@ pub(crate) fn gemm(
         }
         return;
     }
-    // SAFETY: the destination view was checked to lie inside `dst`, which is borrowed mutably.
-    unsafe { gemm_into_ptr(m, n, k, dst.as_mut_ptr(), dst_row_stride, lhs, rhs, accumulate, threads) }
+    let parallelism = match threads {
+        Threads::One => gemm::Parallelism::None,
+        Threads::Pool => match rayon::current_num_threads() {
+            0 | 1 => gemm::Parallelism::None,
+            n => gemm::Parallelism::Rayon(n),
+        },
+    };
+    // SAFETY: the asserts above keep every element of each view inside its slice; `dst` is
+    // borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_row_stride as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 #[cfg(test)]
