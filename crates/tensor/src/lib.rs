@@ -2,6 +2,7 @@
 //! channel-first: NCW, NCHW, NCDHW), the size rules of convolution and pooling, and the
 //! operations a CNN is made of, each with a plain reference implementation beside its fast one.
 
+pub mod autograd;
 pub mod error;
 pub(crate) mod gemm;
 pub mod geometry;

@@ -1,0 +1,198 @@
+//! Differentiable element-wise, matrix and reduction operations.
+//!
+//! Each operation calls its forward kernel from `crate::ops` and records a backward struct that
+//! names what it saved. Broadcasting follows NumPy/PyTorch; the gradient of a broadcast input is
+//! summed back to the input's shape.
+
+use super::{Backward, Var};
+use crate::error::Result;
+use crate::ops::matmul::matmul_t;
+use crate::ops::reduce::sum_to_shape;
+use crate::tensor::Tensor;
+
+fn reduce_to(grad: Tensor, input: &Var) -> Result<Option<Tensor>> {
+    if !input.requires_grad() {
+        return Ok(None);
+    }
+    if grad.shape() == input.value().shape() {
+        return Ok(Some(grad));
+    }
+    Ok(Some(sum_to_shape(&grad, input.value().shape().clone())?))
+}
+
+struct AddBackward;
+
+impl Backward for AddBackward {
+    fn name(&self) -> &'static str {
+        "add"
+    }
+
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![reduce_to(grad.clone(), &inputs[0])?, reduce_to(grad.clone(), &inputs[1])?])
+    }
+}
+
+/// `a + b`, broadcasting.
+pub fn add(a: &Var, b: &Var) -> Result<Var> {
+    Ok(Var::from_op(a.value().add(b.value())?, vec![a.clone(), b.clone()], AddBackward))
+}
+
+struct SubBackward;
+
+impl Backward for SubBackward {
+    fn name(&self) -> &'static str {
+        "sub"
+    }
+
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![reduce_to(grad.clone(), &inputs[0])?, reduce_to(grad.neg(), &inputs[1])?])
+    }
+}
+
+/// `a − b`, broadcasting.
+pub fn sub(a: &Var, b: &Var) -> Result<Var> {
+    Ok(Var::from_op(a.value().sub(b.value())?, vec![a.clone(), b.clone()], SubBackward))
+}
+
+struct MulBackward;
+
+impl Backward for MulBackward {
+    fn name(&self) -> &'static str {
+        "mul"
+    }
+
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let da = if a.requires_grad() { reduce_to(grad.mul(b.value())?, a)? } else { None };
+        let db = if b.requires_grad() { reduce_to(grad.mul(a.value())?, b)? } else { None };
+        Ok(vec![da, db])
+    }
+}
+
+/// `a ⊙ b` (element-wise), broadcasting.
+pub fn mul(a: &Var, b: &Var) -> Result<Var> {
+    Ok(Var::from_op(a.value().mul(b.value())?, vec![a.clone(), b.clone()], MulBackward))
+}
+
+struct ScaleBackward {
+    factor: f32,
+}
+
+impl Backward for ScaleBackward {
+    fn name(&self) -> &'static str {
+        "mul_scalar"
+    }
+
+    fn backward(&self, grad: &Tensor, _: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(grad.mul_scalar(self.factor))])
+    }
+}
+
+/// `x · s` for a constant `s`.
+pub fn mul_scalar(x: &Var, factor: f32) -> Var {
+    Var::from_op(x.value().mul_scalar(factor), vec![x.clone()], ScaleBackward { factor })
+}
+
+struct MatmulBackward;
+
+impl Backward for MatmulBackward {
+    fn name(&self) -> &'static str {
+        "matmul"
+    }
+
+    /// `C = A·B`: `dA = dC·Bᵀ`, `dB = Aᵀ·dC` (summed over a broadcast batch).
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let da =
+            if a.requires_grad() { reduce_to(matmul_t(grad, b.value(), false, true)?, a)? } else { None };
+        let db =
+            if b.requires_grad() { reduce_to(matmul_t(a.value(), grad, true, false)?, b)? } else { None };
+        Ok(vec![da, db])
+    }
+}
+
+/// Matrix product `[m, k]·[k, n]`, or batched `[b, m, k]·[b, k, n]`.
+pub fn matmul(a: &Var, b: &Var) -> Result<Var> {
+    Ok(Var::from_op(
+        matmul_t(a.value(), b.value(), false, false)?,
+        vec![a.clone(), b.clone()],
+        MatmulBackward,
+    ))
+}
+
+/// Backward of an element-wise function through a saved mask or derivative.
+struct PointwiseBackward {
+    name: &'static str,
+    /// dy/dx at every element, saved by the forward.
+    derivative: Tensor,
+}
+
+impl Backward for PointwiseBackward {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn backward(&self, grad: &Tensor, _: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(grad.mul(&self.derivative)?)])
+    }
+}
+
+/// `max(x, 0)`; the gradient at exactly 0 is 0, as in PyTorch.
+pub fn relu(x: &Var) -> Var {
+    let derivative = x.value().map(|v| if v > 0.0 { 1.0 } else { 0.0 });
+    Var::from_op(x.value().relu(), vec![x.clone()], PointwiseBackward { name: "relu", derivative })
+}
+
+/// `tanh(x)`, with derivative `1 − tanh²`.
+pub fn tanh(x: &Var) -> Var {
+    let y = x.value().tanh();
+    let derivative = y.map(|t| 1.0 - t * t);
+    Var::from_op(y, vec![x.clone()], PointwiseBackward { name: "tanh", derivative })
+}
+
+/// `1 / (1 + e^−x)`, with derivative `σ(1 − σ)`.
+pub fn sigmoid(x: &Var) -> Var {
+    let y = x.value().sigmoid();
+    let derivative = y.map(|s| s * (1.0 - s));
+    Var::from_op(y, vec![x.clone()], PointwiseBackward { name: "sigmoid", derivative })
+}
+
+struct SumAllBackward;
+
+impl Backward for SumAllBackward {
+    fn name(&self) -> &'static str {
+        "sum"
+    }
+
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(Tensor::full(inputs[0].value().shape().clone(), grad.item()?)?)])
+    }
+}
+
+/// The sum of every element, as a one-element tensor.
+pub fn sum_all(x: &Var) -> Var {
+    Var::from_op(Tensor::scalar(x.value().sum_all()), vec![x.clone()], SumAllBackward)
+}
+
+/// The mean of every element, as a one-element tensor.
+pub fn mean_all(x: &Var) -> Var {
+    let count = x.value().numel().max(1) as f32;
+    mul_scalar(&sum_all(x), 1.0 / count)
+}
+
+struct ReshapeBackward;
+
+impl Backward for ReshapeBackward {
+    fn name(&self) -> &'static str {
+        "reshape"
+    }
+
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(Tensor::new(inputs[0].value().shape().clone(), grad.data().to_vec())?)])
+    }
+}
+
+/// The same elements under another shape (one dimension may be −1).
+pub fn reshape(x: &Var, dims: &[isize]) -> Result<Var> {
+    Ok(Var::from_op(x.value().reshape(dims)?, vec![x.clone()], ReshapeBackward))
+}

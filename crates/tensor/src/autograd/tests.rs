@@ -1,0 +1,128 @@
+//! Autograd tests: every operation's gradient against finite differences, graph bookkeeping,
+//! and the errors.
+
+use super::check::{GradCheck, check_gradients};
+use super::*;
+
+fn seeded(shape: &[usize], seed: u64) -> Tensor {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    Tensor::from_fn(shape.to_vec(), |_| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    })
+    .unwrap()
+}
+
+/// Inputs kept away from 0 so that ReLU's kink is out of reach of ±ε.
+fn away_from_zero(shape: &[usize], seed: u64) -> Tensor {
+    seeded(shape, seed).map(|v| if v.abs() < 0.1 { v + 0.2 * v.signum() + 0.05 } else { v })
+}
+
+#[test]
+fn arithmetic_with_broadcasting() {
+    let inputs = [seeded(&[2, 3, 4], 1), seeded(&[3, 1], 2)];
+    check_gradients(|v| add(&v[0], &v[1]), &inputs, GradCheck::default()).unwrap();
+    check_gradients(|v| sub(&v[0], &v[1]), &inputs, GradCheck::default()).unwrap();
+    check_gradients(|v| mul(&v[0], &v[1]), &inputs, GradCheck::default()).unwrap();
+    check_gradients(|v| Ok(mul_scalar(&v[0], -2.5)), &inputs[..1], GradCheck::default()).unwrap();
+}
+
+#[test]
+fn matrix_products() {
+    let inputs = [seeded(&[3, 5], 3), seeded(&[5, 4], 4)];
+    check_gradients(|v| matmul(&v[0], &v[1]), &inputs, GradCheck::default()).unwrap();
+    let batched = [seeded(&[2, 3, 5], 5), seeded(&[5, 4], 6)];
+    check_gradients(|v| matmul(&v[0], &v[1]), &batched, GradCheck::default()).unwrap();
+}
+
+#[test]
+fn activations_and_reductions() {
+    let x = [away_from_zero(&[4, 5], 7)];
+    check_gradients(|v| Ok(relu(&v[0])), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| Ok(tanh(&v[0])), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| Ok(sigmoid(&v[0])), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| Ok(sum_all(&v[0])), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| Ok(mean_all(&v[0])), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| reshape(&v[0], &[-1, 2]), &x, GradCheck::default()).unwrap();
+}
+
+/// A small two-layer network: the gradient flows through every operation at once, and an input
+/// used twice (x in both branches) receives the sum of both contributions.
+#[test]
+fn composite_graph_with_a_shared_input() {
+    let inputs = [away_from_zero(&[2, 3], 8), seeded(&[3, 4], 9), seeded(&[4], 10)];
+    let net = |v: &[Var]| -> Result<Var> {
+        let hidden = relu(&add(&matmul(&v[0], &v[1])?, &v[2])?);
+        let skip = mul_scalar(&sum_all(&v[0]), 0.5);
+        add(&sum_all(&tanh(&hidden)), &skip)
+    };
+    check_gradients(net, &inputs, GradCheck::default()).unwrap();
+}
+
+#[test]
+fn the_checker_catches_a_wrong_gradient() {
+    struct WrongBackward;
+    impl Backward for WrongBackward {
+        fn name(&self) -> &'static str {
+            "wrong"
+        }
+        fn backward(&self, grad: &Tensor, _: &[Var]) -> Result<Vec<Option<Tensor>>> {
+            Ok(vec![Some(grad.mul_scalar(3.0))])
+        }
+    }
+    let doubled =
+        |v: &[Var]| Ok(Var::from_op(v[0].value().mul_scalar(2.0), vec![v[0].clone()], WrongBackward));
+    let err = check_gradients(doubled, &[seeded(&[3], 1)], GradCheck::default()).unwrap_err();
+    assert!(err.to_string().contains("backward gives"), "{err}");
+}
+
+#[test]
+fn gradients_accumulate_until_zeroed() {
+    let w = Var::parameter(Tensor::new([2], vec![1.0, 2.0]).unwrap());
+    let loss = sum_all(&mul_scalar(&w, 3.0));
+    loss.backward().unwrap();
+    loss.backward().unwrap();
+    assert_eq!(w.grad().unwrap().data(), &[6.0, 6.0]);
+    w.zero_grad();
+    assert!(w.grad().is_none());
+}
+
+#[test]
+fn constants_record_no_graph() {
+    let x = Var::constant(seeded(&[3], 1));
+    let y = relu(&x);
+    assert!(!y.requires_grad());
+    let err = sum_all(&y).backward().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "backward: invalid argument: this value does not depend on any parameter, so it has no gradient to propagate"
+    );
+}
+
+#[test]
+fn backward_needs_a_scalar_or_a_matching_gradient() {
+    let w = Var::parameter(seeded(&[2, 2], 1));
+    let y = mul_scalar(&w, 2.0);
+    assert_eq!(
+        y.backward().unwrap_err().to_string(),
+        "backward: needs a one-element output such as a loss, got shape [2, 2]; use backward_with to give the output's gradient"
+    );
+    assert_eq!(
+        y.backward_with(Tensor::zeros([3]).unwrap()).unwrap_err().to_string(),
+        "backward: the output gradient has shape [3] but the output has shape [2, 2]"
+    );
+}
+
+/// A chain as deep as a very deep network is built, differentiated and dropped without
+/// overflowing the stack.
+#[test]
+fn deep_chains_do_not_recurse() {
+    let w = Var::parameter(Tensor::new([1], vec![1.0]).unwrap());
+    let mut y = w.clone();
+    for _ in 0..100_000 {
+        y = mul_scalar(&y, 1.0);
+    }
+    sum_all(&y).backward().unwrap();
+    assert_eq!(w.grad().unwrap().data(), &[1.0]);
+    drop(y);
+}
