@@ -12,6 +12,7 @@
 //! graph is freed when its last `Var` is dropped.
 
 pub mod check;
+mod loss;
 mod ops;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use loss::*;
 pub use ops::*;
 
 use crate::error::{Error, Result};

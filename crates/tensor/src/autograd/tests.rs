@@ -126,3 +126,62 @@ fn deep_chains_do_not_recurse() {
     assert_eq!(w.grad().unwrap().data(), &[1.0]);
     drop(y);
 }
+
+#[test]
+fn losses_against_finite_differences() {
+    let targets = [2usize, 0, 3];
+    let logits = [seeded(&[3, 4], 11).mul_scalar(3.0)];
+    for smoothing in [0.0, 0.1] {
+        check_gradients(|v| cross_entropy(&v[0], &targets, smoothing), &logits, GradCheck::default())
+            .unwrap();
+    }
+    check_gradients(|v| nll_loss(&log_softmax(&v[0], 1)?, &targets), &logits, GradCheck::default()).unwrap();
+    check_gradients(|v| log_softmax(&v[0], 0), &logits, GradCheck::default()).unwrap();
+    let pair = [seeded(&[2, 3], 12), seeded(&[2, 3], 13)];
+    check_gradients(|v| mse_loss(&v[0], &v[1]), &pair, GradCheck::default()).unwrap();
+}
+
+/// The values PyTorch gives for the same inputs:
+/// `F.cross_entropy(torch.tensor([[1., 2., 3.], [1., 1., 1.]]), torch.tensor([2, 0]))` = 0.753109
+/// (mean of 0.407606 and ln 3 = 1.098612), and with `label_smoothing=0.3`, 0.903109.
+#[test]
+fn cross_entropy_matches_pytorch() {
+    let logits = Var::constant(Tensor::new([2, 3], vec![1.0, 2.0, 3.0, 1.0, 1.0, 1.0]).unwrap());
+    let loss = cross_entropy(&logits, &[2, 0], 0.0).unwrap().value().item().unwrap();
+    assert!((loss - 0.753_109).abs() < 1e-5, "{loss}");
+    let smoothed = cross_entropy(&logits, &[2, 0], 0.3).unwrap().value().item().unwrap();
+    assert!((smoothed - 0.903_109).abs() < 1e-5, "{smoothed}");
+}
+
+#[test]
+fn cross_entropy_is_stable_for_huge_logits() {
+    let logits = Var::constant(Tensor::new([1, 3], vec![1000.0, 0.0, -1000.0]).unwrap());
+    let loss = cross_entropy(&logits, &[0], 0.0).unwrap().value().item().unwrap();
+    assert!(loss.is_finite() && loss.abs() < 1e-6, "{loss}");
+}
+
+#[test]
+fn loss_errors_name_the_problem() {
+    let logits = Var::constant(Tensor::zeros([2, 3]).unwrap());
+    assert_eq!(
+        cross_entropy(&logits, &[0, 3], 0.0).unwrap_err().to_string(),
+        "cross_entropy: target 3 of row 1 is not one of the 3 classes"
+    );
+    assert_eq!(
+        cross_entropy(&logits, &[0], 0.0).unwrap_err().to_string(),
+        "cross_entropy: 1 targets for 2 rows of scores (shape [2, 3])"
+    );
+    assert_eq!(
+        cross_entropy(&logits, &[0, 1], 1.0).unwrap_err().to_string(),
+        "cross_entropy: invalid argument: label smoothing must be in [0, 1), got 1"
+    );
+    let flat = Var::constant(Tensor::zeros([6]).unwrap());
+    assert!(
+        nll_loss(&flat, &[0]).unwrap_err().to_string().contains("expected a 2-d tensor laid out as [N, C]")
+    );
+    let other = Var::constant(Tensor::zeros([3, 2]).unwrap());
+    assert_eq!(
+        mse_loss(&logits, &other).unwrap_err().to_string(),
+        "mse_loss: prediction [2, 3] and target [3, 2] must have the same shape"
+    );
+}
