@@ -12,6 +12,7 @@
 //! graph is freed when its last `Var` is dropped.
 
 pub mod check;
+mod layout;
 mod loss;
 mod ops;
 #[cfg(test)]
@@ -22,6 +23,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use layout::*;
 pub use loss::*;
 pub use ops::*;
 

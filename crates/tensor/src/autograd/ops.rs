@@ -180,7 +180,8 @@ pub fn mean_all(x: &Var) -> Var {
     mul_scalar(&sum_all(x), 1.0 / count)
 }
 
-struct ReshapeBackward;
+/// Moves the gradient back to the input's shape (the elements keep their order).
+pub(super) struct ReshapeBackward;
 
 impl Backward for ReshapeBackward {
     fn name(&self) -> &'static str {

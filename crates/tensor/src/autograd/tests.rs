@@ -185,3 +185,16 @@ fn loss_errors_name_the_problem() {
         "mse_loss: prediction [2, 3] and target [3, 2] must have the same shape"
     );
 }
+
+#[test]
+fn layout_operations() {
+    let x = [seeded(&[2, 3, 4], 21)];
+    check_gradients(|v| flatten(&v[0], 1, 2), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| permute(&v[0], &[2, 0, 1]), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| permute(&v[0], &[-1, 1, 0]), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| pad(&v[0], &[(0, 1), (2, 0), (1, 1)], 0.5), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| slice(&v[0], 2, 1, 4, 2), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| slice(&v[0], -2, 0, 2, 1), &x, GradCheck::default()).unwrap();
+    let parts = [seeded(&[2, 1, 4], 22), seeded(&[2, 3, 4], 23)];
+    check_gradients(|v| concat(v, 1), &parts, GradCheck::default()).unwrap();
+}
