@@ -45,6 +45,49 @@ pub enum Error {
     #[error("padding {text:?}: expected `same`, `valid` or a number of pixels such as 1")]
     Padding { text: String },
 
+    /// An IDX file whose first four bytes are not the magic number of what was asked for.
+    #[error("{}: expected IDX magic 0x{expected:08x} ({what}), found 0x{found:08x} ({})", path.display(), describe_magic(*found))]
+    IdxMagic { path: PathBuf, expected: u32, what: &'static str, found: u32 },
+
+    /// A file too short to hold even the IDX header.
+    #[error("{}: holds {found} bytes, too few for the {needed}-byte IDX header of {what}", path.display())]
+    IdxHeader { path: PathBuf, found: u64, needed: u64, what: &'static str },
+
+    /// The body does not hold exactly what the header promises: truncated, padded, or a lying
+    /// header (checked before anything the size of the promise is allocated).
+    #[error("{}: holds {found} bytes of {what} but the header promises {formula} = {expected}", path.display())]
+    IdxSize { path: PathBuf, what: &'static str, found: u64, formula: String, expected: u128 },
+
+    /// A gzip file whose stream cannot be decompressed.
+    #[error("{}: corrupt gzip stream: {cause}", path.display())]
+    Gzip { path: PathBuf, cause: io::Error },
+
+    /// A label outside the data set's classes.
+    #[error("{}: label {label} at index {index} is out of range; labels are 0 to {}", path.display(), classes - 1)]
+    IdxLabel { path: PathBuf, index: usize, label: u8, classes: usize },
+
+    /// Images and labels that cannot be paired one to one.
+    #[error("{} holds {image_count} images but {} holds {label_count} labels; they must pair one to one", images.display(), labels.display())]
+    IdxCountMismatch { images: PathBuf, image_count: usize, labels: PathBuf, label_count: usize },
+
+    /// A data set name that is not one of the known ones.
+    #[error("unknown data set {name:?}; known: {known}")]
+    UnknownDataset { name: String, known: String },
+
+    /// No search root holds the data set and downloading it failed too; the message lists every
+    /// place searched, why the download failed and how to fix it.
+    #[error("{}", not_found_message(name, searched, download))]
+    DatasetNotFound { name: String, searched: Vec<String>, download: String },
+
+    /// A download that failed before its bytes could be checked (HTTP status, connection,
+    /// interrupted transfer). The partial file has been removed.
+    #[error("{}: cannot download {url}: {reason}", path.display())]
+    Download { path: PathBuf, url: String, reason: String },
+
+    /// A downloaded file whose SHA-256 is not the pinned one. The partial file has been removed.
+    #[error("{}: SHA-256 mismatch for {url}: expected {expected}, found {found}; the download was removed", path.display())]
+    Checksum { path: PathBuf, url: String, expected: String, found: String },
+
     /// A geometry or shape error from the tensor core (a kernel larger than the image...).
     #[error(transparent)]
     Tensor(#[from] stride_tensor::Error),
@@ -64,6 +107,43 @@ impl Error {
     pub(crate) fn write(path: &Path, source: io::Error) -> Self {
         Error::Io { path: path.to_path_buf(), action: "write", cause: source }
     }
+}
+
+/// What an IDX magic number says about a file, for messages: the element type and the number of
+/// dimensions, or that the file is not IDX at all (IDX magics start with two zero bytes).
+fn describe_magic(magic: u32) -> String {
+    let [zero0, zero1, kind, dims] = magic.to_be_bytes();
+    if zero0 != 0 || zero1 != 0 {
+        return "not an IDX file".into();
+    }
+    let kind = match kind {
+        0x08 => "u8",
+        0x09 => "i8",
+        0x0b => "i16",
+        0x0c => "i32",
+        0x0d => "f32",
+        0x0e => "f64",
+        _ => "unknown element type",
+    };
+    let what = match (kind, dims) {
+        ("u8", 1) => " labels",
+        ("u8", 3) => " images",
+        _ => "",
+    };
+    format!("{kind}{what}, {dims} dim{}", if dims == 1 { "" } else { "s" })
+}
+
+fn not_found_message(name: &str, searched: &[String], download: &str) -> String {
+    let mut message = format!("data set {name} not found; searched, in order:\n");
+    for place in searched {
+        message.push_str(&format!("  {place}\n"));
+    }
+    message.push_str(&format!("and the download failed: {download}\n"));
+    message.push_str(&format!(
+        "fix it with one of: `--data DIR` (a folder holding {name}/ or its four files), \
+         STRIDE_DATA=DIR (the same), or, for fashion-mnist, `apt-get install dataset-fashion-mnist`"
+    ));
+    message
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
