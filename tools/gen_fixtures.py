@@ -4,6 +4,7 @@ Writes one safetensors file per family into crates/tensor/tests/fixtures/:
 
     conv.safetensors   conv1d / conv2d / conv3d
     pool.safetensors   max / avg pooling in 1-3D, adaptive pooling, local response norm
+    conv_grad.safetensors   the gradients of conv1d / conv2d / conv3d
 
 Each case stores `{case}/input`, `{case}/weight` and `{case}/bias` (when the op has them) and
 `{case}/output`, all float32 and contiguous. The file's `__metadata__` records the generator, the
@@ -14,6 +15,10 @@ to the stored tensors) and the parameters as separate fields, so that the Rust t
 
 Every output is also recomputed in float64 from the same float32 inputs; generation fails if the
 float32 result strays from it, so the fixtures sit far inside the tolerance the tests allow.
+
+A `conv_grad` case stores, beside `input`, `weight` and `bias`, a random `grad_output` and the
+gradients `grad_input`, `grad_weight` and `grad_bias` (when the call has a bias) that
+`torch.autograd.grad` gives for it; its record adds `backward`, the expression evaluated.
 
 Usage (see tools/README.md for the environment):
 
@@ -123,9 +128,15 @@ class Family:
         return save(self.tensors, metadata=metadata)
 
 
-def conv(fam, name, x_shape, w_shape, *, stride=1, padding=0, pad=None, dilation=1, groups=1,
-         bias=True, flip=False):
-    """A convolution case.
+def conv(fam, name, x_shape, w_shape, **options):
+    """A convolution case; see `conv_setup` for the options."""
+    record, call, tensors = conv_setup(name, x_shape, w_shape, **options)
+    fam.add(record, call, tensors)
+
+
+def conv_setup(name, x_shape, w_shape, *, stride=1, padding=0, pad=None, dilation=1, groups=1,
+               bias=True, flip=False):
+    """The record, PyTorch call and seeded tensors of a convolution case.
 
     `padding` is PyTorch's symmetric padding (an int, a tuple or "same"); `pad=(begin, end)` is
     asymmetric padding, applied with F.pad before an unpadded convolution since F.conv has none.
@@ -167,7 +178,7 @@ def conv(fam, name, x_shape, w_shape, *, stride=1, padding=0, pad=None, dilation
     weight = f"w.flip({tuple(range(2, 2 + n))})" if flip else "w"
     operands = [source, weight] + (["b"] if bias else [])
     call = f"F.{op}({', '.join(operands + kwargs)})"
-    fam.add(record, call, {"x": x, "w": w} | ({"b": b} if bias else {}))
+    return record, call, {"x": x, "w": w} | ({"b": b} if bias else {})
 
 
 def conv_cases():
@@ -214,6 +225,76 @@ def conv_cases():
     conv(fam, "conv3d_groups2", (2, 4, 4, 5, 5), (4, 2, 3, 3, 3), padding=1, groups=2)
     conv(fam, "conv3d_depthwise", (1, 3, 5, 6, 6), (3, 1, 3, 3, 3), padding=1, groups=3)
     conv(fam, "conv3d_flip", (1, 2, 5, 5, 6), (2, 2, 2, 3, 3), flip=True)
+    return fam
+
+
+# The gradients sum up to N·|O| products (dw, db), longer sums than the forward's: the self-check
+# allows more, still an order of magnitude inside the Rust test's 1e-4 + 1e-4·|expected|.
+GRAD_CHECK_ABS, GRAD_CHECK_REL = 1e-5, 1e-5
+# What the stored gradients are, evaluated with y = the case's call and dy = its grad_output.
+BACKWARD = "torch.autograd.grad(y, (x, w, b), dy)"
+
+
+def gradients(call, tensors, dy):
+    """(grad_input, grad_weight, grad_bias) of `call` for the upstream gradient `dy`; the bias
+    gradient is None when the call has no bias."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in tensors.items()}
+    y = eval(call, {"F": F, "torch": torch}, dict(leaves))
+    order = [leaves[k] for k in ("x", "w", "b") if k in leaves]
+    grads = torch.autograd.grad(y, order, dy.to(y.dtype))
+    return tuple(grads) + ((None,) if "b" not in leaves else ())
+
+
+def conv_grad(fam, name, x_shape, w_shape, **options):
+    """A convolution's gradients for a random upstream gradient, checked against float64."""
+    record, call, tensors = conv_setup(name, x_shape, w_shape, **options)
+    assert all(c["name"] != name for c in fam.cases), f"duplicate case {name}"
+    with torch.no_grad():
+        y_shape = eval(call, {"F": F, "torch": torch}, dict(tensors)).shape
+    # Drawn after x, w and b, so those are exactly what the forward case of the same name holds.
+    dy = randn(y_shape)
+    got = gradients(call, tensors, dy)
+    exact = gradients(call, {k: v.double() for k, v in tensors.items()}, dy.double())
+    stored = {"input": tensors["x"], "weight": tensors["w"], "grad_output": dy}
+    if "b" in tensors:
+        stored["bias"] = tensors["b"]
+    for role, g32, g64 in zip(("grad_input", "grad_weight", "grad_bias"), got, exact):
+        if g32 is None:
+            continue
+        error = (g32.double() - g64).abs()
+        if not bool((error <= GRAD_CHECK_ABS + GRAD_CHECK_REL * g64.abs()).all()):
+            raise AssertionError(f"{name}/{role}: float32 differs from float64 by {error.max().item():.3g}")
+        stored[role] = g32
+    for role, tensor in stored.items():
+        assert tensor.dtype == torch.float32
+        assert tensor.numel() <= MAX_ELEMENTS, f"{name}/{role} has {tensor.numel()} elements"
+        fam.tensors[f"{name}/{role}"] = tensor.detach().clone().contiguous()
+    fam.cases.append({"name": name, "op": record["op"], "call": call, "backward": BACKWARD} | record)
+
+
+def conv_grad_cases():
+    fam = Family("conv_grad")
+    conv_grad(fam, "conv1d_grad_basic", (1, 3, 16), (4, 3, 3))
+    conv_grad(fam, "conv1d_grad_s2_p1_batch3_nobias", (3, 2, 15), (3, 2, 5), stride=2, padding=1,
+              bias=False)
+    conv_grad(fam, "conv1d_grad_dilation2_asymmetric_pad", (2, 2, 17), (3, 2, 3), dilation=2,
+              pad=(1, 3))
+    conv_grad(fam, "conv1d_grad_depthwise", (2, 5, 14), (5, 1, 3), stride=2, padding=1, groups=5)
+    conv_grad(fam, "conv2d_grad_basic_batch2", (2, 3, 8, 8), (4, 3, 3, 3))
+    conv_grad(fam, "conv2d_grad_s2_p1", (2, 2, 9, 9), (4, 2, 3, 3), stride=2, padding=1)
+    conv_grad(fam, "conv2d_grad_nonsquare_mixed", (2, 4, 9, 13), (4, 2, 3, 5), stride=(2, 1),
+              padding=(1, 0), dilation=(1, 2), groups=2)
+    conv_grad(fam, "conv2d_grad_asymmetric_pad_s2", (2, 2, 8, 8), (3, 2, 3, 2), stride=2,
+              pad=((0, 2), (1, 1)))
+    conv_grad(fam, "conv2d_grad_depthwise_multiplier2", (2, 4, 9, 9), (8, 1, 3, 3), padding=1,
+              groups=4, bias=False)
+    conv_grad(fam, "conv2d_grad_1x1_s2", (3, 8, 7, 7), (4, 8, 1, 1), stride=2)
+    conv_grad(fam, "conv2d_grad_same_even", (1, 2, 8, 7), (3, 2, 4, 2), padding="same")
+    conv_grad(fam, "conv2d_grad_flip", (2, 2, 7, 6), (3, 2, 3, 2), padding=1, flip=True)
+    conv_grad(fam, "conv3d_grad_basic", (1, 2, 5, 6, 6), (3, 2, 3, 3, 3))
+    conv_grad(fam, "conv3d_grad_s2_p1_batch2", (2, 2, 5, 5, 5), (2, 2, 3, 3, 3), stride=2, padding=1)
+    conv_grad(fam, "conv3d_grad_dilation_groups_asymmetric", (2, 4, 5, 6, 7), (4, 2, 2, 3, 2),
+              stride=(1, 2, 1), dilation=(2, 1, 2), groups=2, pad=((1, 0, 2), (0, 1, 1)))
     return fam
 
 
@@ -343,6 +424,75 @@ def pool_cases():
     return fam
 
 
+def pool_grad_cases():
+    """The input gradients of pooling and local response norm, from `torch.autograd.grad`.
+
+    Each case is set up by the forward helpers above (same seeding, same records), then a random
+    `grad_output` is drawn and `grad_input = torch.autograd.grad(call, x, grad_output)` stored
+    beside it, checked against float64 like every output; the record adds `backward`.
+    """
+
+    class GradFamily(Family):
+        backward = "torch.autograd.grad(y, x, dy)"
+
+        def add(self, record, call, tensors, allow_large=False):
+            name = record["name"]
+            assert all(c["name"] != name for c in self.cases), f"duplicate case {name}"
+            scope = {"F": F, "torch": torch}
+            x = tensors["x"]
+            with torch.no_grad():
+                y_shape = eval(call, scope, {"x": x}).shape
+            # Drawn after x, so x is exactly what the forward helper's seeding gives.
+            dy = randn(y_shape)
+
+            def grad_input(dtype):
+                leaf = x.detach().to(dtype).clone().requires_grad_(True)
+                y = eval(call, scope, {"x": leaf})
+                return torch.autograd.grad(y, leaf, dy.to(dtype))[0]
+
+            got, exact = grad_input(torch.float32), grad_input(torch.float64)
+            error = (got.double() - exact).abs()
+            if not bool((error <= SELF_CHECK_ABS + SELF_CHECK_REL * exact.abs()).all()):
+                raise AssertionError(f"{name}: float32 differs from float64 by {error.max().item():.3g}")
+            stored = {"input": x, "grad_output": dy, "grad_input": got}
+            for role, tensor in stored.items():
+                assert tensor.dtype == torch.float32
+                assert tensor.numel() <= MAX_ELEMENTS, f"{name}/{role} has {tensor.numel()} elements"
+                self.tensors[f"{name}/{role}"] = tensor.detach().clone().contiguous()
+            self.cases.append({"name": name, "op": record["op"], "call": call,
+                               "backward": self.backward} | record)
+
+    fam = GradFamily("pool_grad")
+    # Max pooling: distinct inputs, so float64 picks the same maxima; overlapping windows make
+    # one input collect the gradient of several outputs.
+    pool(fam, "max_pool1d_grad_k3_s2_p1", "max", (2, 3, 15), 3, stride=2, padding=1)
+    pool(fam, "max_pool2d_grad_resnet_k3_s2_p1", "max", (2, 2, 8, 8), 3, stride=2, padding=1)
+    pool(fam, "max_pool2d_grad_dilation2_ceil", "max", (1, 2, 9, 9), 3, stride=2, padding=1,
+         dilation=2, ceil_mode=True)
+    pool(fam, "max_pool3d_grad_k3_s2_p1", "max", (1, 2, 5, 6, 7), 3, stride=2, padding=1)
+    # Average pooling: every divisor rule.
+    pool(fam, "avg_pool1d_grad_ceil_include_pad", "avg", (1, 2, 10), 3, stride=2, padding=1,
+         ceil_mode=True)
+    pool(fam, "avg_pool2d_grad_k3_s2_p1_exclude_pad", "avg", (2, 2, 9, 9), 3, stride=2, padding=1,
+         count_include_pad=False)
+    pool(fam, "avg_pool2d_grad_ceil_exclude_pad", "avg", (1, 2, 8, 8), 3, stride=2, padding=1,
+         ceil_mode=True, count_include_pad=False)
+    pool(fam, "avg_pool2d_grad_divisor_override_pad", "avg", (1, 2, 7, 7), 3, stride=2, padding=1,
+         divisor_override=5)
+    pool(fam, "avg_pool3d_grad_ceil_include_pad", "avg", (1, 2, 6, 5, 7), (3, 2, 3), stride=2,
+         padding=(1, 1, 0), ceil_mode=True)
+    # Adaptive: overlapping windows of different sizes.
+    adaptive(fam, "adaptive_avg_pool2d_grad_7x10_to_4x3", "avg", (1, 3, 7, 10), (4, 3))
+    adaptive(fam, "adaptive_avg_pool1d_grad_10_to_3", "avg", (2, 3, 10), 3)
+    adaptive(fam, "adaptive_max_pool2d_grad_10_to_3", "max", (2, 3, 10, 10), 3)
+    adaptive(fam, "adaptive_max_pool1d_grad_7_to_4", "max", (2, 3, 7), 4)
+    adaptive(fam, "global_avg_pool2d_grad_resnet", "avg", (2, 8, 7, 7), 1, is_global=True)
+    # Local response norm: AlexNet's constants on activations large enough to matter.
+    lrn(fam, "lrn_grad_alexnet", (2, 8, 5, 5), 5, 1e-4, 0.75, 2.0, 40.0)
+    lrn(fam, "lrn_grad_even_size", (1, 7, 3, 4), 4, 0.3, 1.0, 0.5, 1.5)
+    return fam
+
+
 def differences(fam, path):
     """What separates the committed file from what this script generates now, as text lines.
 
@@ -365,7 +515,8 @@ def differences(fam, path):
         old, new = committed[name], fam.tensors[name]
         if old.shape != new.shape:
             found.append(f"{name}: shape {tuple(old.shape)}, now {tuple(new.shape)}")
-        elif name.endswith("/output"):
+        elif name.endswith("/output") or (
+                "/grad_" in name and not name.endswith("/grad_output")):
             if not torch.allclose(old, new, rtol=SELF_CHECK_REL, atol=SELF_CHECK_ABS):
                 found.append(f"{name}: differs by up to {(old - new).abs().max().item():.3g}")
         elif not torch.equal(old, new):
@@ -384,7 +535,7 @@ def main():
     # PyTorch notes that padding="same" with an even kernel copies the input; that is the case meant.
     warnings.filterwarnings("ignore", message="Using padding='same'")
     stale = []
-    for fam in (conv_cases(), pool_cases()):
+    for fam in (conv_cases(), pool_cases(), conv_grad_cases(), pool_grad_cases()):
         path = FIXTURES / f"{fam.name}.safetensors"
         data = fam.serialize()
         if args.check:

@@ -12,6 +12,7 @@
 //! graph is freed when its last `Var` is dropped.
 
 pub mod check;
+mod cnn;
 mod layout;
 mod loss;
 mod ops;
@@ -23,6 +24,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use cnn::*;
 pub use layout::*;
 pub use loss::*;
 pub use ops::*;
@@ -110,6 +112,19 @@ impl Var {
 
     pub fn requires_grad(&self) -> bool {
         self.node.requires_grad
+    }
+
+    /// The value, for an in-place update by an optimiser: only when this `Var` is the node's
+    /// sole owner (no graph or other handle still refers to it), so that no recorded operation
+    /// can see its input change under it. `None` otherwise.
+    pub fn value_mut(&mut self) -> Option<&mut Tensor> {
+        Arc::get_mut(&mut self.node).map(|node| &mut node.value)
+    }
+
+    /// Takes the accumulated gradient out, leaving none (an optimiser step, then the next
+    /// backward starts from zero).
+    pub fn take_grad(&self) -> Option<Tensor> {
+        self.node.grad.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
     /// The same value, cut from the graph.

@@ -88,6 +88,19 @@ fn gradients_accumulate_until_zeroed() {
 }
 
 #[test]
+fn values_change_in_place_only_when_no_graph_holds_them() {
+    let mut w = Var::parameter(Tensor::new([2], vec![1.0, 2.0]).unwrap());
+    let loss = sum_all(&mul_scalar(&w, 3.0));
+    assert!(w.value_mut().is_none(), "the graph still refers to w");
+    loss.backward().unwrap();
+    drop(loss);
+    w.value_mut().unwrap().data_mut()[0] = 5.0;
+    assert_eq!(w.value().data(), &[5.0, 2.0]);
+    assert_eq!(w.take_grad().unwrap().data(), &[3.0, 3.0]);
+    assert!(w.grad().is_none());
+}
+
+#[test]
 fn constants_record_no_graph() {
     let x = Var::constant(seeded(&[3], 1));
     let y = relu(&x);
@@ -197,4 +210,68 @@ fn layout_operations() {
     check_gradients(|v| slice(&v[0], -2, 0, 2, 1), &x, GradCheck::default()).unwrap();
     let parts = [seeded(&[2, 1, 4], 22), seeded(&[2, 3, 4], 23)];
     check_gradients(|v| concat(v, 1), &parts, GradCheck::default()).unwrap();
+}
+
+mod cnn_ops {
+    use super::*;
+    use crate::ops::conv::{ConvSpec, Padding};
+    use crate::ops::pool::PoolSpec;
+
+    /// A random permutation of distinct values 0.1 apart: no ties, and ±ε cannot change a max.
+    fn tie_free(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut state = seed | 1;
+        for i in (1..n).rev() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            order.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        Tensor::new(shape.to_vec(), order.iter().map(|&v| v as f32 * 0.1 - n as f32 * 0.05).collect())
+            .unwrap()
+    }
+
+    #[test]
+    fn convolution_gradients() {
+        let inputs = [seeded(&[2, 4, 6, 5], 31), seeded(&[6, 2, 3, 2], 32), seeded(&[6], 33)];
+        let spec = ConvSpec::<2>::new().stride([2, 1]).padding(Padding::asymmetric([1, 0], [0, 1])).groups(2);
+        check_gradients(|v| conv(&v[0], &v[1], Some(&v[2]), &spec), &inputs, GradCheck::default()).unwrap();
+        let spec1 = ConvSpec::<1>::new().dilation(2).padding(2);
+        let inputs1 = [seeded(&[1, 3, 9], 34), seeded(&[2, 3, 3], 35)];
+        check_gradients(|v| conv(&v[0], &v[1], None, &spec1), &inputs1, GradCheck::default()).unwrap();
+    }
+
+    #[test]
+    fn pooling_and_lrn_gradients() {
+        let x = [tie_free(&[2, 3, 7, 6], 41)];
+        let spec = PoolSpec::<2>::new(3).stride(2).padding(1).ceil_mode(true);
+        check_gradients(|v| max_pool(&v[0], &spec), &x, GradCheck::default()).unwrap();
+        check_gradients(|v| avg_pool(&v[0], &spec.count_include_pad(false)), &x, GradCheck::default())
+            .unwrap();
+        check_gradients(|v| adaptive_avg_pool(&v[0], [3, 4]), &x, GradCheck::default()).unwrap();
+        check_gradients(|v| global_avg_pool(&v[0]), &x, GradCheck::default()).unwrap();
+        let scaled = [seeded(&[2, 6, 3, 3], 42).mul_scalar(4.0)];
+        check_gradients(|v| local_response_norm(&v[0], 5, 0.1, 0.75, 2.0), &scaled, GradCheck::default())
+            .unwrap();
+    }
+
+    /// LeNet-5's forward pass, differentiated end to end: the gradient of every parameter agrees
+    /// with finite differences.
+    #[test]
+    fn a_small_lenet_end_to_end() {
+        let inputs = [
+            seeded(&[2, 1, 12, 12], 51),
+            seeded(&[3, 1, 5, 5], 52).mul_scalar(0.5),
+            seeded(&[3], 53),
+            seeded(&[12, 4], 54).mul_scalar(0.5),
+        ];
+        let net = |v: &[Var]| -> Result<Var> {
+            let h = tanh(&conv(&v[0], &v[1], Some(&v[2]), &ConvSpec::<2>::new())?); // [2, 3, 8, 8]
+            let h = avg_pool(&h, &PoolSpec::<2>::new(4))?; // [2, 3, 2, 2]
+            let logits = matmul(&flatten(&h, 1, -1)?, &v[3])?; // [2, 4]
+            cross_entropy(&logits, &[1, 3], 0.0)
+        };
+        check_gradients(net, &inputs, GradCheck::default()).unwrap();
+    }
 }

@@ -15,6 +15,10 @@
 //!
 //! Results do not depend on the number of threads: the tiling is a function of the geometry
 //! only, and each output element is produced by one GEMM call over the same operands.
+//!
+//! The backward ([`backward`]) reuses the im2col tiles: the weight gradient is `dY_g · colsᵀ`
+//! summed over the images, the input gradient `W_gᵀ · dY_g` scattered back by col2im, both
+//! through `crate::gemm::gemm` on one thread per task, so they too are thread-count independent.
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -24,6 +28,7 @@ use rayon::prelude::*;
 use super::ConvGeometry;
 
 use crate::gemm::packed::{self, MR, NR, PackedA, RowsB};
+use crate::gemm::{MatRef, Threads, gemm};
 
 /// Most output positions per task: a tile of packed taps for the 3×3×64 layers (576 rows) is
 /// then at most 576 KiB, and its 16-column strips, one at a time, stay in L1.
@@ -270,6 +275,117 @@ fn strided(
     });
 }
 
+/// Output positions per im2col tile in the backward: bounds the scratch of a task to
+/// `rows × GRAD_TILE` floats. A constant, so the blocking of every sum is fixed by the geometry.
+const GRAD_TILE: usize = 1024;
+
+/// Tap rows (input channels × |F|) per weight-gradient task: enough columns for an efficient
+/// GEMM, few enough that a group's channels split into several tasks.
+const GRAD_ROWS: usize = 64;
+
+/// The gradients of `y = conv(x, w) + b` for an upstream `dy`: `(dx, dw, db)`.
+///
+/// - `db[k] = Σ_n Σ_p dy[n, k, p]`;
+/// - `dw_g += dY_g [C_out/G, P] · cols_gᵀ [P, C_in/G·|F|]` for every image, where `cols_g` is the
+///   forward's im2col of that image and group. Tasks own a group and a range of input channels
+///   (columns of `dw_g`) and run over the images and position tiles in order, so every sum has
+///   the same blocking whatever the number of threads;
+/// - `dx`: `dcols = W_gᵀ [C_in/G·|F|, C_out/G] · dY_g [C_out/G, P]` tile by tile, scattered back
+///   onto the input by col2im. Each (image, group) owns its slice of `dx`.
+pub(crate) fn backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    (backward_input(g, w, dy), backward_weight(g, x, dy), backward_bias(g, dy))
+}
+
+fn backward_bias(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
+    let positions = g.output_volume();
+    (0..g.out_channels)
+        .into_par_iter()
+        .map(|k| {
+            // f64, in image order: a sum over batch × positions terms, the longest of the three.
+            let total: f64 = (0..g.batch)
+                .flat_map(|n| &dy[(n * g.out_channels + k) * positions..][..positions])
+                .map(|&v| v as f64)
+                .sum();
+            total as f32
+        })
+        .collect()
+}
+
+fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (cin_g, cout_g) = (g.in_per_group(), g.out_per_group());
+    let (kernel_volume, input_volume, positions) = (g.kernel_volume(), g.input_volume(), g.output_volume());
+    let k_dim = cin_g * kernel_volume;
+    let mut dw = vec![0.0f32; g.out_channels * k_dim];
+    // An empty input (zero width padded out to a valid size) reads only padding: dw stays zero.
+    if dw.is_empty() || g.batch == 0 || input_volume == 0 {
+        return dw;
+    }
+    let channels_per_task = GRAD_ROWS.div_ceil(kernel_volume).min(cin_g);
+    let chunks = cin_g.div_ceil(channels_per_task);
+    let tile = GRAD_TILE.min(positions);
+    let blocks: Vec<Vec<f32>> = (0..g.groups * chunks)
+        .into_par_iter()
+        .map(|t| {
+            let (group, chunk) = (t / chunks, t % chunks);
+            let c0 = chunk * channels_per_task;
+            let channels = channels_per_task.min(cin_g - c0);
+            let rows = channels * kernel_volume;
+            let mut block = vec![0.0f32; cout_g * rows];
+            let mut cols = vec![0.0f32; rows * tile];
+            for n in 0..g.batch {
+                let first = (n * g.in_channels + group * cin_g + c0) * input_volume;
+                let image = &x[first..][..channels * input_volume];
+                let dy_g = &dy[(n * g.out_channels + group * cout_g) * positions..][..cout_g * positions];
+                for p0 in (0..positions).step_by(tile) {
+                    let len = tile.min(positions - p0);
+                    im2col_tile(g, image, p0, len, &mut cols, len);
+                    let lhs = MatRef { data: &dy_g[p0..], row_stride: positions, col_stride: 1 };
+                    let rhs = MatRef::transposed(&cols[..rows * len], len);
+                    gemm(cout_g, rows, len, &mut block, rows, lhs, rhs, true, Threads::One);
+                }
+            }
+            block
+        })
+        .collect();
+    // Each task's block is columns c0·|F|.. of dw_g; copy them into place.
+    for (t, block) in blocks.iter().enumerate() {
+        let (group, chunk) = (t / chunks, t % chunks);
+        let column = chunk * channels_per_task * kernel_volume;
+        let rows = block.len().checked_div(cout_g).unwrap_or(0);
+        for k in 0..cout_g {
+            let dst = (group * cout_g + k) * k_dim + column;
+            dw[dst..dst + rows].copy_from_slice(&block[k * rows..(k + 1) * rows]);
+        }
+    }
+    dw
+}
+
+fn backward_input(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (cin_g, cout_g) = (g.in_per_group(), g.out_per_group());
+    let (input_volume, positions) = (g.input_volume(), g.output_volume());
+    let k_dim = cin_g * g.kernel_volume();
+    let mut dx = vec![0.0f32; g.batch * g.in_channels * input_volume];
+    // No filters: nothing flows back. (Also keeps the position tiles inside an empty `dy`.)
+    if dx.is_empty() || cout_g == 0 {
+        return dx;
+    }
+    let tile = GRAD_TILE.min(positions);
+    dx.par_chunks_mut(cin_g * input_volume).enumerate().for_each(|(t, image)| {
+        let (n, group) = (t / g.groups, t % g.groups);
+        let w_g = &w[group * cout_g * k_dim..][..cout_g * k_dim];
+        let dy_g = &dy[(n * g.out_channels + group * cout_g) * positions..][..cout_g * positions];
+        let mut cols = vec![0.0f32; k_dim * tile];
+        for p0 in (0..positions).step_by(tile) {
+            let len = tile.min(positions - p0);
+            let lhs = MatRef::transposed(w_g, k_dim);
+            let rhs = MatRef { data: &dy_g[p0..], row_stride: positions, col_stride: 1 };
+            gemm(k_dim, len, cout_g, &mut cols, len, lhs, rhs, false, Threads::One);
+            col2im_tile(g, image, p0, len, &cols, len);
+        }
+    });
+    dx
+}
+
 /// A run of output positions along the width axis with fixed depth and height indices.
 struct Segment {
     z: usize,
@@ -279,9 +395,22 @@ struct Segment {
     column: usize,
 }
 
-/// Writes the taps `[C_in/G·|F|, len]` of output positions `p0..p0+len` of one image and group
-/// (`image` holds its `C_in/G` channels) into `taps`, row-major with row stride `stride`.
-fn im2col_tile(g: &ConvGeometry, image: &[f32], p0: usize, len: usize, taps: &mut [f32], stride: usize) {
+/// What one tap row of an im2col tile holds over one [`Segment`]: tile columns `columns` read
+/// channel `channel`; of these, `inside` read the input at channel offsets `start`,
+/// `start + S_w`, … and the rest read zero padding (`start` is meaningful only when `inside` is
+/// not empty).
+struct TapRun {
+    row: usize,
+    channel: usize,
+    columns: Range<usize>,
+    inside: Range<usize>,
+    start: usize,
+}
+
+/// Walks the taps `[channels·|F|, len]` of output positions `p0..p0+len` run by run, in row
+/// order. im2col (the forward's gather) and col2im (the backward's scatter) both follow it, so
+/// the scatter is by construction the exact adjoint of the gather.
+fn tap_runs(g: &ConvGeometry, channels: usize, p0: usize, len: usize, mut visit: impl FnMut(TapRun)) {
     let [id, ih, iw] = g.input;
     let [kd, kh, kw] = g.kernel;
     let [_, oh, ow] = g.output;
@@ -298,46 +427,73 @@ fn im2col_tile(g: &ConvGeometry, image: &[f32], p0: usize, len: usize, taps: &mu
         p += c_end - c;
     }
 
-    let channel_volume = id * ih * iw;
-    let mut row_index = 0;
-    for channel in image.chunks_exact(channel_volume) {
+    let mut row = 0;
+    for channel in 0..channels {
         for fz in 0..kd {
             for fr in 0..kh {
                 for fc in 0..kw {
-                    let row = &mut taps[row_index * stride..row_index * stride + len];
-                    row_index += 1;
                     // Output columns whose input column c·S + fc·D − P lies inside [0, W).
                     let offset = fc * dw;
                     let c_lo = pw.saturating_sub(offset).div_ceil(sw);
                     let c_hi = (iw + pw).saturating_sub(offset).div_ceil(sw);
                     for s in &segments {
-                        let dst = &mut row[s.column..s.column + (s.c_end - s.c_begin)];
+                        let columns = s.column..s.column + (s.c_end - s.c_begin);
                         let sz = (s.z * sd + fz * dd).checked_sub(pd).filter(|&v| v < id);
                         let sr = (s.r * sh + fr * dh).checked_sub(ph).filter(|&v| v < ih);
                         let (Some(sz), Some(sr)) = (sz, sr) else {
-                            dst.fill(0.0);
+                            let inside = columns.start..columns.start;
+                            visit(TapRun { row, channel, columns, inside, start: 0 });
                             continue;
                         };
-                        let src = &channel[(sz * ih + sr) * iw..][..iw];
                         let lo = c_lo.clamp(s.c_begin, s.c_end);
                         let hi = c_hi.clamp(lo, s.c_end);
-                        dst[..lo - s.c_begin].fill(0.0);
-                        dst[hi - s.c_begin..].fill(0.0);
-                        let inside = &mut dst[lo - s.c_begin..hi - s.c_begin];
-                        if inside.is_empty() {
-                            continue;
-                        }
-                        let start = lo * sw + offset - pw;
-                        if sw == 1 {
-                            inside.copy_from_slice(&src[start..start + inside.len()]);
-                        } else {
-                            for (i, v) in inside.iter_mut().enumerate() {
-                                *v = src[start + i * sw];
-                            }
-                        }
+                        let inside = s.column + lo - s.c_begin..s.column + hi - s.c_begin;
+                        // Only used for a non-empty `inside`, where lo·S + offset ≥ P holds.
+                        let start = (sz * ih + sr) * iw + (lo * sw + offset).saturating_sub(pw);
+                        visit(TapRun { row, channel, columns, inside, start });
                     }
+                    row += 1;
                 }
             }
         }
     }
+}
+
+/// Writes the taps `[C/G·|F|, len]` of output positions `p0..p0+len` of one image and group
+/// (`image` holds its channels, all of them or a contiguous subset) into `taps`, row-major with
+/// row stride `stride`.
+fn im2col_tile(g: &ConvGeometry, image: &[f32], p0: usize, len: usize, taps: &mut [f32], stride: usize) {
+    let channel_volume = g.input_volume();
+    let sw = g.stride[2];
+    tap_runs(g, image.len().checked_div(channel_volume).unwrap_or(0), p0, len, |run| {
+        let row = &mut taps[run.row * stride..run.row * stride + len];
+        row[run.columns.start..run.inside.start].fill(0.0);
+        row[run.inside.end..run.columns.end].fill(0.0);
+        let inside = &mut row[run.inside];
+        if inside.is_empty() {
+            return;
+        }
+        let src = &image[run.channel * channel_volume..][..channel_volume];
+        if sw == 1 {
+            inside.copy_from_slice(&src[run.start..run.start + inside.len()]);
+        } else {
+            for (i, v) in inside.iter_mut().enumerate() {
+                *v = src[run.start + i * sw];
+            }
+        }
+    });
+}
+
+/// The adjoint of [`im2col_tile`]: adds each tap of `cols [C/G·|F|, len]` (row stride `stride`)
+/// to the input element it was read from; taps that read padding are dropped.
+fn col2im_tile(g: &ConvGeometry, image: &mut [f32], p0: usize, len: usize, cols: &[f32], stride: usize) {
+    let channel_volume = g.input_volume();
+    let sw = g.stride[2];
+    tap_runs(g, image.len().checked_div(channel_volume).unwrap_or(0), p0, len, |run| {
+        let taps = &cols[run.row * stride + run.inside.start..run.row * stride + run.inside.end];
+        let dst = &mut image[run.channel * channel_volume..][..channel_volume];
+        for (i, v) in taps.iter().enumerate() {
+            dst[run.start + i * sw] += v;
+        }
+    });
 }

@@ -17,6 +17,9 @@
 //! width `W` becomes `1 × 1 × W`) and the kernels loop over `D, H, W`.
 //! - `reference`: the plain loops that define the operation.
 //! - `fast`: the production path (im2col tiles + GEMM; 1×1 convolution as a plain GEMM).
+//!
+//! The backward ([`conv_backward`]) takes `dy [N, C_out, *O]` and gives `dx`, `dw` and `db` in
+//! the shapes of `x`, `w` and `b`; it is a kernel, with no knowledge of any autograd.
 
 pub(crate) mod fast;
 pub mod reference;
@@ -418,4 +421,91 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, spec: &ConvSpec<2>)
 /// `x [N, C_in, D, H, W]`, `w [C_out, C_in/G, F_d, F_h, F_w]`.
 pub fn conv3d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, spec: &ConvSpec<3>) -> Result<Tensor> {
     conv(x, w, bias, spec)
+}
+
+/// The gradients of a convolution with respect to its three operands, for an upstream gradient
+/// `dy` of the output's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvGrads {
+    /// `dx [N, C_in, *I]`.
+    pub input: Tensor,
+    /// `dw [C_out, C_in/G, *F]`, with respect to the weight as given (unflipped, whatever the mode).
+    pub weight: Tensor,
+    /// `db [C_out]`: `dy` summed over the images and the output positions. Computed whether or not
+    /// the forward had a bias; a caller without one ignores it.
+    pub bias: Tensor,
+}
+
+/// A backward kernel: geometry, input, weights (already flipped if asked), `dy` → `(dx, dw, db)`.
+type BackwardKernel = fn(&ConvGeometry, &[f32], &[f32], &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>);
+
+/// Validates the operands and `dy`, and runs a backward kernel. For [`KernelMode::Convolution`]
+/// the forward correlates with the flipped kernel, so the kernel sees the flipped weights and the
+/// gradient it returns is flipped back onto the weights as given.
+fn run_backward<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    spec: &ConvSpec<N>,
+    kernel: BackwardKernel,
+) -> Result<ConvGrads> {
+    let g = spec.geometry(x.dims(), w.dims())?;
+    let output = g.output_shape();
+    if dy.dims() != output.dims() {
+        return Err(Error::shape(
+            ConvSpec::<N>::op_name(),
+            format!(
+                "the output gradient must have the output's shape {output}, got {} (input {}, weight {})",
+                dy.shape(),
+                x.shape(),
+                w.shape()
+            ),
+        ));
+    }
+    let (dx, dw, db) = match spec.mode {
+        KernelMode::CrossCorrelation => kernel(&g, x.data(), w.data(), dy.data()),
+        KernelMode::Convolution => {
+            let flipped = flip_kernel(w.data(), g.kernel_volume());
+            let (dx, dw_flipped, db) = kernel(&g, x.data(), &flipped, dy.data());
+            (dx, flip_kernel(&dw_flipped, g.kernel_volume()), db)
+        }
+    };
+    Ok(ConvGrads {
+        input: Tensor::from_parts(g.input_shape(), dx),
+        weight: Tensor::from_parts(g.weight_shape(), dw),
+        bias: Tensor::from_parts(Shape::new(vec![g.out_channels]), db),
+    })
+}
+
+/// The gradients of [`conv`] with the fast kernels: `x` and `w` as in the forward, `dy` of the
+/// output's shape. The bias does not enter: the gradients do not depend on it.
+///
+/// ```
+/// use stride_tensor::Tensor;
+/// use stride_tensor::ops::conv::{ConvSpec, conv_backward};
+/// let x = Tensor::new([1, 1, 3], vec![1.0, 2.0, 3.0]).unwrap();
+/// let w = Tensor::new([1, 1, 2], vec![1.0, 10.0]).unwrap();
+/// let dy = Tensor::new([1, 1, 2], vec![1.0, 1.0]).unwrap();
+/// let grads = conv_backward(&x, &w, &dy, &ConvSpec::<1>::new()).unwrap();
+/// assert_eq!(grads.input.data(), &[1.0, 11.0, 10.0]);
+/// assert_eq!(grads.weight.data(), &[3.0, 5.0]);
+/// assert_eq!(grads.bias.data(), &[2.0]);
+/// ```
+pub fn conv_backward<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    spec: &ConvSpec<N>,
+) -> Result<ConvGrads> {
+    run_backward(x, w, dy, spec, fast::backward)
+}
+
+/// The same gradients from the plain loops of [`reference`]; slow, kept to define and test.
+pub fn conv_backward_reference<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    spec: &ConvSpec<N>,
+) -> Result<ConvGrads> {
+    run_backward(x, w, dy, spec, reference::backward)
 }

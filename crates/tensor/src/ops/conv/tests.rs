@@ -321,3 +321,274 @@ fn simd_and_portable_kernels_agree_bitwise() {
         assert!(simd.iter().zip(&portable).all(|(p, q)| p.to_bits() == q.to_bits()), "case {i}");
     }
 }
+
+// ---- Backward -------------------------------------------------------------------------------
+
+/// Fast against reference for all three gradients. `dx` sums `C_out/G·|F|` products, `dw` and
+/// `db` sum `N·P` of them; the tolerance follows the longest sum.
+fn assert_grads_close(fast: &ConvGrads, reference: &ConvGrads, terms: usize, context: &str) {
+    assert_close(&fast.input, &reference.input, terms, &format!("{context}: dx"));
+    assert_close(&fast.weight, &reference.weight, terms, &format!("{context}: dw"));
+    assert_close(&fast.bias, &reference.bias, terms, &format!("{context}: db"));
+}
+
+fn spec_of<const N: usize>(c: &Case, mode: KernelMode) -> ConvSpec<N> {
+    ConvSpec::<N> {
+        stride: c.stride[..N].try_into().unwrap(),
+        padding: Padding::asymmetric(
+            c.pad_begin[..N].try_into().unwrap(),
+            c.pad_end[..N].try_into().unwrap(),
+        ),
+        dilation: c.dilation[..N].try_into().unwrap(),
+        groups: c.groups,
+        mode,
+    }
+}
+
+fn run_backward_case<const N: usize>(c: &Case, mode: KernelMode, seed: u64) {
+    let mut xs = vec![c.batch, c.groups * c.cin_g];
+    xs.extend(&c.input[..N]);
+    let mut ws = vec![c.groups * c.cout_g, c.cin_g];
+    ws.extend(&c.kernel[..N]);
+    let spec = spec_of::<N>(c, mode);
+    let (x, w) = (seeded(&xs, seed), seeded(&ws, seed + 1));
+    let dy = seeded(spec.output_shape(&xs, &ws).unwrap().dims(), seed + 2);
+    let fast = conv_backward(&x, &w, &dy, &spec).unwrap();
+    let reference = conv_backward_reference(&x, &w, &dy, &spec).unwrap();
+    let terms = (c.cout_g * c.kernel.iter().product::<usize>()).max(dy.numel());
+    assert_grads_close(&fast, &reference, terms, &format!("{c:?} {mode:?}"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn fast_backward_matches_reference(c in case(), flip in any::<bool>(), seed in 0u64..1000) {
+        let mode = if flip { KernelMode::Convolution } else { KernelMode::CrossCorrelation };
+        match c.rank {
+            1 => run_backward_case::<1>(&c, mode, seed),
+            2 => run_backward_case::<2>(&c, mode, seed),
+            _ => run_backward_case::<3>(&c, mode, seed),
+        }
+    }
+}
+
+/// Shapes with more positions than one backward tile (1024), so the sums over tiles and the
+/// scatter of several tiles onto one image are exercised, with strided, grouped, depthwise and
+/// 1×1 cases and enough channels to split the weight gradient into several tasks.
+#[test]
+fn fast_backward_matches_reference_on_multi_tile_layers() {
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 6] = [
+        ([2, 8, 40, 40], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        // 20 channels of 3×3 taps: weight-gradient tasks of 8, 8 and 4 channels.
+        ([2, 20, 34, 34], [6, 20, 3, 3], ConvSpec::new().padding(1)),
+        ([1, 32, 36, 36], [8, 32, 1, 1], ConvSpec::new()),
+        ([2, 12, 67, 31], [12, 1, 5, 5], ConvSpec::new().groups(12).padding([2, 1]).stride([1, 2])),
+        ([1, 4, 70, 64], [6, 2, 3, 3], ConvSpec::new().groups(2).dilation(2).padding(Padding::Same)),
+        ([2, 3, 75, 75], [4, 3, 11, 11], ConvSpec::new().stride(4).padding(2)),
+    ];
+    for (i, (xs, ws, spec)) in cases.into_iter().enumerate() {
+        let (x, w) = (seeded(&xs, i as u64), seeded(&ws, 100 + i as u64));
+        let dy = seeded(spec.output_shape(&xs, &ws).unwrap().dims(), 200 + i as u64);
+        let fast = conv_backward(&x, &w, &dy, &spec).unwrap();
+        let reference = conv_backward_reference(&x, &w, &dy, &spec).unwrap();
+        let terms = (ws[0] / spec.groups * ws[2] * ws[3]).max(dy.numel());
+        assert_grads_close(&fast, &reference, terms, &format!("case {i}: {xs:?} {ws:?} {spec:?}"));
+    }
+}
+
+#[test]
+fn backward_one_thread_and_two_threads_agree_bitwise() {
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 4] = [
+        ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        ([1, 64, 7, 7], [64, 64, 3, 3], ConvSpec::new().padding(1)),
+        ([2, 16, 40, 40], [8, 16, 1, 1], ConvSpec::new()),
+        ([3, 6, 17, 17], [6, 1, 3, 3], ConvSpec::new().groups(6).stride(2)),
+    ];
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let two = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for (i, (xs, ws, spec)) in cases.into_iter().enumerate() {
+        let (x, w) = (seeded(&xs, i as u64), seeded(&ws, 50 + i as u64));
+        let dy = seeded(spec.output_shape(&xs, &ws).unwrap().dims(), 60 + i as u64);
+        let a = one.install(|| conv_backward(&x, &w, &dy, &spec).unwrap());
+        let b = two.install(|| conv_backward(&x, &w, &dy, &spec).unwrap());
+        assert_eq!(bits(&a.input), bits(&b.input), "case {i}: dx");
+        assert_eq!(bits(&a.weight), bits(&b.weight), "case {i}: dw");
+        assert_eq!(bits(&a.bias), bits(&b.bias), "case {i}: db");
+    }
+}
+
+/// `L = Σ y·r` for a fixed `r`, in f64, with the reference forward (which sums in f64 too).
+fn loss<const N: usize>(x: &Tensor, w: &Tensor, b: &Tensor, r: &Tensor, spec: &ConvSpec<N>) -> f64 {
+    let y = conv_reference(x, w, Some(b), spec).unwrap();
+    y.data().iter().zip(r.data()).map(|(&y, &r)| y as f64 * r as f64).sum()
+}
+
+/// Central differences of `L` along every element of `which` (0 = x, 1 = w, 2 = b) against
+/// `analytic`. Convolution is linear, so the difference quotient has no truncation error and a
+/// wide step (1e-2) only shrinks the f32 rounding of `y` relative to the step.
+fn check_fd<const N: usize>(
+    operands: [&Tensor; 3],
+    r: &Tensor,
+    spec: &ConvSpec<N>,
+    which: usize,
+    analytic: &Tensor,
+) {
+    const EPS: f32 = 1e-2;
+    let mut probe = [operands[0].clone(), operands[1].clone(), operands[2].clone()];
+    for i in 0..analytic.numel() {
+        let original = probe[which].data()[i];
+        let (up, down) = (original + EPS, original - EPS);
+        probe[which].data_mut()[i] = up;
+        let l_up = loss(&probe[0], &probe[1], &probe[2], r, spec);
+        probe[which].data_mut()[i] = down;
+        let l_down = loss(&probe[0], &probe[1], &probe[2], r, spec);
+        probe[which].data_mut()[i] = original;
+        // The step actually taken in f32, not the one asked for.
+        let numeric = (l_up - l_down) / (up as f64 - down as f64);
+        let a = analytic.data()[i] as f64;
+        assert!(
+            (numeric - a).abs() <= 1e-3 * (1.0 + a.abs()),
+            "{spec:?}: operand {which} element {i}: finite difference {numeric} vs backward {a}"
+        );
+    }
+}
+
+fn finite_differences<const N: usize>(xs: &[usize], ws: &[usize], spec: ConvSpec<N>, seed: u64) {
+    let (x, w, b) = (seeded(xs, seed), seeded(ws, seed + 1), seeded(&ws[..1], seed + 2));
+    let r = seeded(spec.output_shape(xs, ws).unwrap().dims(), seed + 3);
+    for backward in [conv_backward::<N>, conv_backward_reference::<N>] {
+        let grads = backward(&x, &w, &r, &spec).unwrap();
+        for (which, analytic) in [&grads.input, &grads.weight, &grads.bias].into_iter().enumerate() {
+            check_fd([&x, &w, &b], &r, &spec, which, analytic);
+        }
+    }
+}
+
+#[test]
+fn backward_matches_finite_differences() {
+    finite_differences(
+        &[2, 2, 9],
+        &[3, 2, 3],
+        ConvSpec::<1>::new().stride(2).padding(Padding::asymmetric([1], [2])),
+        1,
+    );
+    finite_differences(
+        &[1, 4, 7],
+        &[4, 2, 2],
+        ConvSpec::<1>::new().dilation(3).groups(2).mode(KernelMode::Convolution),
+        2,
+    );
+    finite_differences(
+        &[2, 2, 6, 5],
+        &[2, 2, 3, 2],
+        ConvSpec::<2>::new().stride([2, 1]).padding(Padding::asymmetric([0, 1], [2, 0])).dilation([1, 2]),
+        3,
+    );
+    finite_differences(
+        &[1, 3, 5, 5],
+        &[3, 1, 3, 3],
+        ConvSpec::<2>::new().groups(3).padding(1).mode(KernelMode::Convolution),
+        4,
+    );
+    finite_differences(
+        &[1, 2, 4, 4, 3],
+        &[2, 1, 2, 3, 2],
+        ConvSpec::<3>::new().groups(2).stride([1, 2, 1]).padding([1, 0, 1]),
+        5,
+    );
+}
+
+/// The example of `conv_backward`'s docs, worked by hand in 2D: a 2×2 kernel on a 2×3 input.
+#[test]
+fn hand_computed_backward() {
+    let x = Tensor::new([1, 1, 2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let w = Tensor::new([1, 1, 2, 2], vec![1.0, 10.0, 100.0, 1000.0]).unwrap();
+    let dy = Tensor::new([1, 1, 1, 2], vec![1.0, 2.0]).unwrap();
+    let grads = conv_backward(&x, &w, &dy, &ConvSpec::<2>::new()).unwrap();
+    // dx: each output scatters dy·w onto the 2×2 window it read.
+    assert_eq!(grads.input.data(), &[1.0, 12.0, 20.0, 100.0, 1200.0, 2000.0]);
+    // dw[f] = Σ_o dy[o]·x[o + f]: 1·1 + 2·2, 1·2 + 2·3, 1·4 + 2·5, 1·5 + 2·6.
+    assert_eq!(grads.weight.data(), &[5.0, 8.0, 14.0, 17.0]);
+    assert_eq!(grads.bias.data(), &[3.0]);
+    assert_eq!(grads, conv_backward_reference(&x, &w, &dy, &ConvSpec::<2>::new()).unwrap());
+}
+
+#[test]
+fn backward_output_gradient_must_match_the_output_shape() {
+    let x = seeded(&[2, 3, 8, 8], 1);
+    let w = seeded(&[4, 3, 3, 3], 2);
+    let dy = seeded(&[2, 4, 8, 8], 3);
+    let spec = ConvSpec::<2>::new();
+    let expected = "conv2d: the output gradient must have the output's shape [2, 4, 6, 6], got [2, 4, 8, 8] \
+                    (input [2, 3, 8, 8], weight [4, 3, 3, 3])";
+    assert_eq!(conv_backward(&x, &w, &dy, &spec).unwrap_err().to_string(), expected);
+    assert_eq!(conv_backward_reference(&x, &w, &dy, &spec).unwrap_err().to_string(), expected);
+    let err = conv_backward(
+        &seeded(&[1, 2, 5], 1),
+        &seeded(&[1, 2, 3], 2),
+        &seeded(&[3], 3),
+        &ConvSpec::<1>::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv1d: the output gradient must have the output's shape [1, 1, 3], got [3] \
+         (input [1, 2, 5], weight [1, 2, 3])"
+    );
+}
+
+/// The backward validates `x` and `w` through the same geometry as the forward, with the same words.
+#[test]
+fn backward_rejects_what_the_forward_rejects() {
+    let dy = seeded(&[1, 6, 24, 24], 3);
+    let err =
+        conv_backward(&seeded(&[1, 1, 28, 28], 1), &seeded(&[6, 3, 5, 5], 2), &dy, &ConvSpec::<2>::new())
+            .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d: the filters span 3 channels (weight [6, 3, 5, 5], groups 1) so the input needs 3 \
+         channels, but it has 1 (input [1, 1, 28, 28])"
+    );
+    let err = conv_backward(
+        &seeded(&[1, 6, 8, 8], 1),
+        &seeded(&[8, 1, 3, 3], 2),
+        &dy,
+        &ConvSpec::<2>::new().groups(0),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "conv2d: invalid argument: groups must be at least 1, got 0");
+    let err = conv_backward(
+        &seeded(&[1, 3, 6, 6], 1),
+        &seeded(&[96, 3, 11, 11], 2),
+        &dy,
+        &ConvSpec::<2>::new().stride(4).padding(2),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "conv2d: kernel 11 does not fit in height 6 padded to 10: \
+         O = ⌊(I + 2P − D·(F−1) − 1)/S⌋ + 1 = ⌊(6 + 2·2 − 1·(11−1) − 1)/4⌋ + 1 < 1 \
+         (input [1, 3, 6, 6], weight [96, 3, 11, 11])"
+    );
+}
+
+/// Degenerate but valid shapes give gradients of the right shapes instead of panicking: an
+/// empty batch, no input channels, no filters, and a zero-width input padded to a valid size.
+#[test]
+fn backward_of_empty_shapes() {
+    let cases: [([usize; 3], [usize; 3], ConvSpec<1>); 4] = [
+        ([0, 2, 5], [3, 2, 3], ConvSpec::new()),
+        ([1, 0, 5], [3, 0, 3], ConvSpec::new()),
+        ([2, 2, 1500], [0, 2, 3], ConvSpec::new()),
+        ([2, 2, 0], [3, 2, 1], ConvSpec::new().padding(1)),
+    ];
+    for (xs, ws, spec) in cases {
+        let (x, w) = (seeded(&xs, 1), seeded(&ws, 2));
+        let dy = seeded(spec.output_shape(&xs, &ws).unwrap().dims(), 3);
+        let fast = conv_backward(&x, &w, &dy, &spec).unwrap();
+        assert_eq!(fast, conv_backward_reference(&x, &w, &dy, &spec).unwrap(), "{xs:?} {ws:?}");
+        assert_eq!((fast.input.dims(), fast.weight.dims(), fast.bias.dims()), (&xs[..], &ws[..], &ws[..1]));
+    }
+}

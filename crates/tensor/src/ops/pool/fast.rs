@@ -12,6 +12,11 @@
 //! PyTorch's CPU kernels (average and adaptive average pooling agree with PyTorch 2.x bit for
 //! bit). Each plane is computed by one task with the same loops, so results do not depend on the
 //! number of threads.
+//!
+//! The backward kernels are the transposes: average pooling scatters each output row's shares
+//! through the same sweeps, max pooling adds each `dy` element at its recorded index. A plane of
+//! `dx` depends only on the same plane of `dy`, so they too are parallel over planes and
+//! independent of the thread count.
 
 use rayon::prelude::*;
 
@@ -194,6 +199,30 @@ fn sweep_max<const INDICES: bool>(out: &mut [f32], at: &mut [usize], src: &[f32]
     }
 }
 
+/// The gradient of max pooling, adaptive or not: `dy` element `o` of each plane is added to
+/// `dx[indices[o]]` of the same plane, in output order as PyTorch's CPU kernel (so ties of
+/// overlapping windows sum in its order). An index outside the plane, which only a window of
+/// nothing but padding reports, is skipped. `output_volume` is at least 1.
+pub(crate) fn scatter_backward(
+    planes: usize,
+    input_volume: usize,
+    output_volume: usize,
+    indices: &[usize],
+    dy: &[f32],
+) -> Vec<f32> {
+    let mut dx = vec![0.0f32; planes * input_volume];
+    dx.par_chunks_mut(input_volume)
+        .zip(dy.par_chunks(output_volume).zip(indices.par_chunks(output_volume)))
+        .for_each(|(dx, (dy, indices))| {
+            for (&grad, &at) in dy.iter().zip(indices) {
+                if let Some(slot) = dx.get_mut(at) {
+                    *slot += grad;
+                }
+            }
+        });
+    dx
+}
+
 /// Adds `src[i·step]` to the running sum of output column `i`, as [`sweep_max`].
 #[inline(always)]
 fn sweep_sum(out: &mut [f32], src: &[f32], step: usize) {
@@ -250,6 +279,65 @@ fn avg_plane(g: &PoolGeometry, plan: &Plan, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// The gradient of average pooling: each window's `dy` element, divided by the forward's
+/// divisor, is added to every input element the window covers.
+pub(crate) fn avg_pool_backward(g: &PoolGeometry, dy: &[f32]) -> Vec<f32> {
+    let plan = Plan::new(g);
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut dx = vec![0.0f32; g.planes() * input_volume];
+    dx.par_chunks_mut(input_volume)
+        .zip(dy.par_chunks(output_volume))
+        .for_each(|(dx, dy)| avg_plane_backward(g, &plan, dy, dx));
+    dx
+}
+
+/// One plane of [`avg_pool_backward`], the transpose of [`avg_plane`]: the same sweeps, with
+/// each output row's shares scattered into the input rows instead of gathered from them.
+fn avg_plane_backward(g: &PoolGeometry, plan: &Plan, dy: &[f32], dx: &mut [f32]) {
+    let [_, ih, iw] = g.input;
+    let (ow, sw) = (g.output[2], g.stride[2]);
+    let mut shares = vec![0.0f32; ow];
+    let mut o = 0;
+    for tz in &plan.depth {
+        for tr in &plan.height {
+            for ((share, &grad), tc) in shares.iter_mut().zip(&dy[o..o + ow]).zip(&plan.width) {
+                let real = tz.count * tr.count * tc.count;
+                let divisor = match g.divisor_override {
+                    Some(d) => d,
+                    None if g.count_include_pad => tz.padded * tr.padded * tc.padded,
+                    None => real,
+                };
+                // A window without input elements has nothing to pass its gradient to (and a
+                // divisor of 0 without count_include_pad).
+                *share = if real == 0 { 0.0 } else { grad / divisor as f32 };
+            }
+            for z in tz.first..tz.first + tz.count {
+                for r in tr.first..tr.first + tr.count {
+                    let row = &mut dx[(z * ih + r) * iw..][..iw];
+                    for s in &plan.columns {
+                        let shares = &shares[s.lo..s.hi];
+                        let dst = &mut row[s.start..=s.start + (shares.len() - 1) * sw];
+                        if sw == 1 {
+                            sweep_scatter(dst, shares, 1);
+                        } else {
+                            sweep_scatter(dst, shares, sw);
+                        }
+                    }
+                }
+            }
+            o += ow;
+        }
+    }
+}
+
+/// Adds `shares[i]` to `dst[i·step]`, the transpose of [`sweep_sum`].
+#[inline(always)]
+fn sweep_scatter(dst: &mut [f32], shares: &[f32], step: usize) {
+    for (i, &share) in shares.iter().enumerate() {
+        dst[i * step] += share;
+    }
+}
+
 /// The `(start, end)` windows of adaptive pooling along every lifted axis.
 fn adaptive_windows(g: &AdaptiveGeometry) -> [Vec<(usize, usize)>; 3] {
     std::array::from_fn(|axis| {
@@ -285,31 +373,89 @@ pub(crate) fn adaptive_avg_pool(g: &AdaptiveGeometry, x: &[f32]) -> Vec<f32> {
     y
 }
 
-pub(crate) fn adaptive_max_pool(g: &AdaptiveGeometry, x: &[f32]) -> Vec<f32> {
+/// The gradient of adaptive average pooling: each window's `dy` element, divided by its size,
+/// is added to every input element it covers.
+pub(crate) fn adaptive_avg_pool_backward(g: &AdaptiveGeometry, dy: &[f32]) -> Vec<f32> {
     let windows = adaptive_windows(g);
     let [_, ih, iw] = g.input;
     let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
-    let mut y = vec![0.0f32; g.batch * g.channels * output_volume];
-    y.par_chunks_mut(output_volume).zip(x.par_chunks(input_volume)).for_each(|(y, x)| {
+    let mut dx = vec![0.0f32; g.batch * g.channels * input_volume];
+    dx.par_chunks_mut(input_volume).zip(dy.par_chunks(output_volume)).for_each(|(dx, dy)| {
         let mut o = 0;
         for &(z0, z1) in &windows[0] {
             for &(r0, r1) in &windows[1] {
                 for &(c0, c1) in &windows[2] {
-                    let mut best = f32::NEG_INFINITY;
+                    // PyTorch's order again: `grad / kh / kw`.
+                    let share = dy[o] / (z1 - z0) as f32 / (r1 - r0) as f32 / (c1 - c0) as f32;
                     for z in z0..z1 {
                         for r in r0..r1 {
-                            for &v in &x[(z * ih + r) * iw + c0..(z * ih + r) * iw + c1] {
-                                if v > best || v.is_nan() {
-                                    best = v;
-                                }
+                            for v in &mut dx[(z * ih + r) * iw + c0..(z * ih + r) * iw + c1] {
+                                *v += share;
                             }
                         }
                     }
-                    y[o] = best;
                     o += 1;
                 }
             }
         }
     });
+    dx
+}
+
+pub(crate) fn adaptive_max_pool(g: &AdaptiveGeometry, x: &[f32]) -> Vec<f32> {
+    let windows = adaptive_windows(g);
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut y = vec![0.0f32; g.batch * g.channels * output_volume];
+    y.par_chunks_mut(output_volume)
+        .zip(x.par_chunks(input_volume))
+        .for_each(|(y, x)| adaptive_max_plane::<false>(g, &windows, x, y, &mut []));
     y
+}
+
+pub(crate) fn adaptive_max_pool_with_indices(g: &AdaptiveGeometry, x: &[f32]) -> (Vec<f32>, Vec<usize>) {
+    let windows = adaptive_windows(g);
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut y = vec![0.0f32; g.batch * g.channels * output_volume];
+    let mut indices = vec![0usize; y.len()];
+    y.par_chunks_mut(output_volume)
+        .zip(indices.par_chunks_mut(output_volume))
+        .zip(x.par_chunks(input_volume))
+        .for_each(|((y, indices), x)| adaptive_max_plane::<true>(g, &windows, x, y, indices));
+    (y, indices)
+}
+
+/// One plane of adaptive max pooling; `INDICES` also records the flat index of each maximum
+/// (`indices` is empty without it). Ties and NaN as in [`sweep_max`].
+fn adaptive_max_plane<const INDICES: bool>(
+    g: &AdaptiveGeometry,
+    windows: &[Vec<(usize, usize)>; 3],
+    x: &[f32],
+    y: &mut [f32],
+    indices: &mut [usize],
+) {
+    let [_, ih, iw] = g.input;
+    let mut o = 0;
+    for &(z0, z1) in &windows[0] {
+        for &(r0, r1) in &windows[1] {
+            for &(c0, c1) in &windows[2] {
+                let (mut best, mut best_at) = (f32::NEG_INFINITY, (z0 * ih + r0) * iw + c0);
+                for z in z0..z1 {
+                    for r in r0..r1 {
+                        let row = (z * ih + r) * iw;
+                        for (at, &v) in x[row + c0..row + c1].iter().enumerate() {
+                            if v > best || v.is_nan() {
+                                best = v;
+                                best_at = row + c0 + at;
+                            }
+                        }
+                    }
+                }
+                y[o] = best;
+                if INDICES {
+                    indices[o] = best_at;
+                }
+                o += 1;
+            }
+        }
+    }
 }

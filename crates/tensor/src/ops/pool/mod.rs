@@ -3,6 +3,8 @@
 //! ```text
 //! x [N, C, *I]    input, I = (W) | (H, W) | (D, H, W)
 //! y [N, C, *O]    O from the size rule (crate::geometry); every channel is pooled on its own
+//! dy [N, C, *O]   backward: the gradient with respect to y
+//! dx [N, C, *I]   backward: the gradient with respect to x, PyTorch's grad_input
 //! ```
 //!
 //! Along each axis output position `o` covers the taps `t_f = o·S − P + f·D`, `f = 0..F`:
@@ -15,6 +17,10 @@
 //!
 //! The semantics, including which index `max_pool_with_indices` reports for ties and NaN, are
 //! PyTorch's (`torch.nn.functional.{max,avg,adaptive_avg,adaptive_max}_pool{1,2,3}d`).
+//!
+//! The backward kernels (`*_backward`, below the forward API) give PyTorch's gradients: max
+//! pooling routes each `dy` element to the input its window chose (the indices of the forward),
+//! average pooling spreads it over the window's inputs divided by the forward's divisor.
 //!
 //! 1D, 2D and 3D share one implementation: the geometry is lifted to three spatial axes (a 1D
 //! width `W` becomes `1 × 1 × W`), as for convolution.
@@ -334,6 +340,10 @@ impl AdaptiveGeometry {
         self.output.iter().product()
     }
 
+    pub(crate) fn input_shape(&self) -> Shape {
+        lifted_shape(self.batch, self.channels, self.spatial_rank, &self.input)
+    }
+
     pub(crate) fn output_shape(&self) -> Shape {
         lifted_shape(self.batch, self.channels, self.spatial_rank, &self.output)
     }
@@ -431,6 +441,19 @@ pub fn adaptive_max_pool<const N: usize>(x: &Tensor, output: [usize; N]) -> Resu
     Ok(Tensor::from_parts(g.output_shape(), fast::adaptive_max_pool(&g, x.data())))
 }
 
+/// Adaptive max pooling that also returns, per output element, the flat index of the chosen
+/// input within its `(n, c)` plane, as [`max_pool_with_indices`]: PyTorch's
+/// `adaptive_max_pool{1,2,3}d(..., return_indices=True)`. Every window holds at least one input
+/// element, so every index lies inside the plane.
+pub fn adaptive_max_pool_with_indices<const N: usize>(
+    x: &Tensor,
+    output: [usize; N],
+) -> Result<(Tensor, Vec<usize>)> {
+    let g = AdaptiveGeometry::new(adaptive_op_name(PoolKind::Max, N), x.dims(), &output)?;
+    let (y, indices) = fast::adaptive_max_pool_with_indices(&g, x.data());
+    Ok((Tensor::from_parts(g.output_shape(), y), indices))
+}
+
 /// `x [N, C, W] -> [N, C, output]`.
 pub fn adaptive_avg_pool1d(x: &Tensor, output: impl PerAxis<1>) -> Result<Tensor> {
     adaptive_avg_pool(x, output.per_axis())
@@ -462,4 +485,171 @@ pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
     }
     let g = AdaptiveGeometry::new(OP, x.dims(), &[1; 3][..x.rank() - 2])?;
     Ok(Tensor::from_parts(g.output_shape(), fast::adaptive_avg_pool(&g, x.data())))
+}
+
+// --- Backward ------------------------------------------------------------------------------------
+//
+// `dy [N, C, *O]` is the gradient of the loss with respect to `y`; each backward returns
+// `dx [N, C, *I]`, the gradient with respect to `x`, PyTorch's `grad_input`. Every `(n, c)` plane
+// of `dx` depends only on the same plane of `dy`.
+
+/// Checks that `dy` has the forward's output shape `expected` for the input shape `input`.
+fn check_grad_output(op: &str, input: &[usize], expected: &Shape, dy: &Tensor) -> Result<()> {
+    if dy.dims() != expected.dims() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "grad_output has shape {} but the output for input {} is {expected}",
+                dy.shape(),
+                Shape::from(input)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that there is one index per element of `dy`, as the forward with indices returns.
+fn check_indices(op: &str, indices: &[usize], dy: &Tensor) -> Result<()> {
+    if indices.len() != dy.numel() {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{} indices for a grad_output of shape {} ({} elements); expected one per element",
+                indices.len(),
+                dy.shape(),
+                dy.numel()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The validated geometry of a sliding-window backward: the forward's checks on `input`, then
+/// `dy` against the output shape they give, then the indices (max pooling) against `dy`.
+fn backward_geometry<const N: usize>(
+    spec: &PoolSpec<N>,
+    kind: PoolKind,
+    input: &[usize],
+    indices: Option<&[usize]>,
+    dy: &Tensor,
+) -> Result<PoolGeometry> {
+    let op = format!("{}_backward", PoolSpec::<N>::op_name(kind));
+    let g = spec.geometry(kind, input).map_err(|e| rename(e, &op))?;
+    check_grad_output(&op, input, &g.output_shape(), dy)?;
+    if let Some(indices) = indices {
+        check_indices(&op, indices, dy)?;
+    }
+    // `x_shape` need not come from a tensor, so the input may not fit in memory.
+    g.input_shape().checked_numel()?;
+    Ok(g)
+}
+
+/// The validated geometry of an adaptive backward over `rank` spatial axes, whose output sizes
+/// are `dy`'s.
+fn adaptive_backward_geometry(
+    kind: PoolKind,
+    rank: usize,
+    input: &[usize],
+    indices: Option<&[usize]>,
+    dy: &Tensor,
+) -> Result<AdaptiveGeometry> {
+    let op = format!("{}_backward", adaptive_op_name(kind, rank));
+    if dy.rank() != rank + 2 {
+        return Err(Error::shape(
+            &op,
+            format!(
+                "grad_output has shape {} but the output for input {} must have rank {}",
+                dy.shape(),
+                Shape::from(input),
+                rank + 2
+            ),
+        ));
+    }
+    let g = AdaptiveGeometry::new(&op, input, &dy.dims()[2..])?;
+    check_grad_output(&op, input, &g.output_shape(), dy)?;
+    if let Some(indices) = indices {
+        check_indices(&op, indices, dy)?;
+    }
+    g.input_shape().checked_numel()?;
+    Ok(g)
+}
+
+/// The validated geometry of [`global_avg_pool_backward`].
+fn global_backward_geometry(input: &[usize], dy: &Tensor) -> Result<AdaptiveGeometry> {
+    const OP: &str = "global_avg_pool_backward";
+    if !(3..=5).contains(&input.len()) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "input must be a 3-, 4- or 5-d tensor laid out as NCW, NCHW or NCDHW, got shape {} (rank {})",
+                Shape::from(input),
+                input.len()
+            ),
+        ));
+    }
+    let g = AdaptiveGeometry::new(OP, input, &[1; 3][..input.len() - 2])?;
+    check_grad_output(OP, input, &g.output_shape(), dy)?;
+    g.input_shape().checked_numel()?;
+    Ok(g)
+}
+
+/// The same error under the backward's name, so that a user sees which call refused it.
+fn rename(err: Error, op: &str) -> Error {
+    match err {
+        Error::Shape { message, .. } => Error::Shape { op: op.to_string(), message },
+        Error::InvalidArgument { message, .. } => Error::InvalidArgument { op: op.to_string(), message },
+    }
+}
+
+/// The gradient of [`max_pool`]: each `dy` element is added to the input its window chose,
+/// `indices` being those of [`max_pool_with_indices`] for the same `x` and `spec` (flat within
+/// each `(n, c)` plane). An index outside the plane, which only a window covering nothing but
+/// padding reports, gets no gradient, as in PyTorch. `x` supplies only its shape.
+pub fn max_pool_backward<const N: usize>(
+    x: &Tensor,
+    indices: &[usize],
+    dy: &Tensor,
+    spec: &PoolSpec<N>,
+) -> Result<Tensor> {
+    let g = backward_geometry(spec, PoolKind::Max, x.dims(), Some(indices), dy)?;
+    let dx = fast::scatter_backward(g.planes(), g.input_volume(), g.output_volume(), indices, dy.data());
+    Ok(Tensor::from_parts(g.input_shape(), dx))
+}
+
+/// The gradient of [`avg_pool`] for an input of shape `x_shape`: each window spreads its `dy`
+/// element, divided by the forward's divisor, over the input elements it covers.
+pub fn avg_pool_backward<const N: usize>(
+    x_shape: &[usize],
+    dy: &Tensor,
+    spec: &PoolSpec<N>,
+) -> Result<Tensor> {
+    let g = backward_geometry(spec, PoolKind::Avg, x_shape, None, dy)?;
+    Ok(Tensor::from_parts(g.input_shape(), fast::avg_pool_backward(&g, dy.data())))
+}
+
+/// The gradient of [`adaptive_avg_pool`] for an input of shape `x_shape`; the output size is
+/// `dy`'s. Each window spreads its `dy` element evenly over the inputs it covers.
+pub fn adaptive_avg_pool_backward<const N: usize>(x_shape: &[usize], dy: &Tensor) -> Result<Tensor> {
+    let g = adaptive_backward_geometry(PoolKind::Avg, N, x_shape, None, dy)?;
+    Ok(Tensor::from_parts(g.input_shape(), fast::adaptive_avg_pool_backward(&g, dy.data())))
+}
+
+/// The gradient of [`adaptive_max_pool`] for an input of shape `x_shape`, `indices` being those
+/// of [`adaptive_max_pool_with_indices`]; as [`max_pool_backward`] otherwise.
+pub fn adaptive_max_pool_backward<const N: usize>(
+    x_shape: &[usize],
+    indices: &[usize],
+    dy: &Tensor,
+) -> Result<Tensor> {
+    let g = adaptive_backward_geometry(PoolKind::Max, N, x_shape, Some(indices), dy)?;
+    let planes = g.batch * g.channels;
+    let dx = fast::scatter_backward(planes, g.input_volume(), g.output_volume(), indices, dy.data());
+    Ok(Tensor::from_parts(g.input_shape(), dx))
+}
+
+/// The gradient of [`global_avg_pool`]: every input element receives its plane's `dy` element
+/// divided by the plane size.
+pub fn global_avg_pool_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tensor> {
+    let g = global_backward_geometry(x_shape, dy)?;
+    Ok(Tensor::from_parts(g.input_shape(), fast::adaptive_avg_pool_backward(&g, dy.data())))
 }

@@ -651,3 +651,337 @@ proptest! {
         check_adaptive(&input, output, seed);
     }
 }
+
+// --- Backward -----------------------------------------------------------------------------------
+
+fn check_max_backward<const N: usize>(case: &Case<N>) {
+    let x = filled(&case.input, case.seed, case.values);
+    let (y, indices) = reference::max_pool_with_indices(&x, &case.spec).unwrap();
+    let dy = filled(y.dims(), !case.seed, Values::Continuous);
+    let expected = reference::max_pool_backward(&x, &indices, &dy, &case.spec).unwrap();
+    let (one, two) = pools();
+    let dx1 = one.install(|| max_pool_backward(&x, &indices, &dy, &case.spec)).unwrap();
+    let dx2 = two.install(|| max_pool_backward(&x, &indices, &dy, &case.spec)).unwrap();
+    assert_eq!(dx1.dims(), x.dims());
+    assert_close(dx1.data(), expected.data(), 1e-5);
+    assert_bitwise(dx2.data(), dx1.data());
+    // Every gradient reaches the input unless its window saw only padding (index past the plane).
+    let plane = case.input[2..].iter().product::<usize>();
+    let lost: f64 =
+        dy.data().iter().zip(&indices).filter(|(_, i)| **i >= plane).map(|(&d, _)| d as f64).sum();
+    let total: f64 = dy.data().iter().map(|&d| d as f64).sum::<f64>() - lost;
+    let reached: f64 = dx1.data().iter().map(|&d| d as f64).sum();
+    assert!((total - reached).abs() <= 1e-4 * (1.0 + total.abs()), "{total} vs {reached}");
+}
+
+fn check_avg_backward<const N: usize>(case: &Case<N>) {
+    let (y_shape, seed) = (case.spec.output_shape(PoolKind::Avg, &case.input).unwrap(), case.seed);
+    let dy = filled(y_shape.dims(), seed, Values::Continuous);
+    let expected = reference::avg_pool_backward(&case.input, &dy, &case.spec).unwrap();
+    let (one, two) = pools();
+    let dx1 = one.install(|| avg_pool_backward(&case.input, &dy, &case.spec)).unwrap();
+    let dx2 = two.install(|| avg_pool_backward(&case.input, &dy, &case.spec)).unwrap();
+    assert_eq!(dx1.dims(), case.input.as_slice());
+    assert_close(dx1.data(), expected.data(), 1e-5);
+    assert_bitwise(dx2.data(), dx1.data());
+}
+
+fn check_adaptive_backward<const N: usize>(input: &[usize], output: [usize; N], seed: u64) {
+    let x = filled(input, seed, Values::Ties);
+    let (one, two) = pools();
+    let (y, indices) = adaptive_max_pool_with_indices(&x, output).unwrap();
+    let (expected_y, expected_indices) = reference::adaptive_max_pool_with_indices(&x, output).unwrap();
+    assert_bitwise(y.data(), expected_y.data());
+    assert_eq!(indices, expected_indices);
+    assert_bitwise(y.data(), adaptive_max_pool(&x, output).unwrap().data());
+    let dy = filled(y.dims(), !seed, Values::Continuous);
+    let max1 = one.install(|| adaptive_max_pool_backward::<N>(input, &indices, &dy)).unwrap();
+    let expected = reference::adaptive_max_pool_backward::<N>(input, &indices, &dy).unwrap();
+    assert_close(max1.data(), expected.data(), 1e-5);
+    assert_bitwise(
+        two.install(|| adaptive_max_pool_backward::<N>(input, &indices, &dy)).unwrap().data(),
+        max1.data(),
+    );
+    let avg1 = one.install(|| adaptive_avg_pool_backward::<N>(input, &dy)).unwrap();
+    assert_eq!(avg1.dims(), input);
+    assert_close(avg1.data(), reference::adaptive_avg_pool_backward::<N>(input, &dy).unwrap().data(), 1e-5);
+    assert_bitwise(two.install(|| adaptive_avg_pool_backward::<N>(input, &dy)).unwrap().data(), avg1.data());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn max_pool_1d_backward_fast_matches_reference(case in case::<1>(PoolKind::Max)) {
+        check_max_backward(&case);
+    }
+
+    #[test]
+    fn max_pool_2d_backward_fast_matches_reference(case in case::<2>(PoolKind::Max)) {
+        check_max_backward(&case);
+    }
+
+    #[test]
+    fn max_pool_3d_backward_fast_matches_reference(case in case::<3>(PoolKind::Max)) {
+        check_max_backward(&case);
+    }
+
+    #[test]
+    fn avg_pool_1d_backward_fast_matches_reference(case in case::<1>(PoolKind::Avg)) {
+        check_avg_backward(&case);
+    }
+
+    #[test]
+    fn avg_pool_2d_backward_fast_matches_reference(case in case::<2>(PoolKind::Avg)) {
+        check_avg_backward(&case);
+    }
+
+    #[test]
+    fn avg_pool_3d_backward_fast_matches_reference(case in case::<3>(PoolKind::Avg)) {
+        check_avg_backward(&case);
+    }
+
+    #[test]
+    fn adaptive_1d_backward_fast_matches_reference((input, output, seed) in adaptive_case::<1>()) {
+        check_adaptive_backward(&input, output, seed);
+    }
+
+    #[test]
+    fn adaptive_2d_backward_fast_matches_reference((input, output, seed) in adaptive_case::<2>()) {
+        check_adaptive_backward(&input, output, seed);
+    }
+
+    #[test]
+    fn adaptive_3d_backward_fast_matches_reference((input, output, seed) in adaptive_case::<3>()) {
+        check_adaptive_backward(&input, output, seed);
+    }
+}
+
+/// Distinct values `0.1·k` in a random order: every gap is 0.1, far wider than twice the finite
+/// difference step, so no perturbation can change which element of a window is the maximum.
+fn tie_free(dims: &[usize], seed: u64) -> Tensor {
+    let numel = dims.iter().product::<usize>();
+    let mut order: Vec<usize> = (0..numel).collect();
+    order.sort_by_key(|&i| splitmix(seed ^ splitmix(i as u64)));
+    let mut data = vec![0.0; numel];
+    for (rank, &i) in order.iter().enumerate() {
+        data[i] = (rank as f32 - numel as f32 / 2.0) * 0.1;
+    }
+    Tensor::new(dims, data).unwrap()
+}
+
+/// `∂L/∂x` by central differences of `L(x) = Σ f(x)·r`, accumulated in f64, with step `eps`.
+fn numeric_gradient(x: &Tensor, r: &Tensor, eps: f32, f: impl Fn(&Tensor) -> Tensor) -> Vec<f32> {
+    let loss =
+        |x: &Tensor| -> f64 { f(x).data().iter().zip(r.data()).map(|(&y, &r)| y as f64 * r as f64).sum() };
+    (0..x.numel())
+        .map(|i| {
+            let mut plus = x.clone();
+            plus.data_mut()[i] += eps;
+            let mut minus = x.clone();
+            minus.data_mut()[i] -= eps;
+            ((loss(&plus) - loss(&minus)) / (2.0 * eps as f64)) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn max_pool_backward_matches_finite_differences() {
+    let cases: [(Vec<usize>, PoolSpec<2>); 3] = [
+        (vec![2, 2, 7, 7], PoolSpec::new(3).stride(2).padding(1)),
+        (
+            vec![1, 2, 9, 8],
+            PoolSpec::new([3, 2]).stride([2, 1]).padding([1, 0]).dilation([2, 3]).ceil_mode(true),
+        ),
+        (vec![1, 1, 6, 6], PoolSpec::new(2).stride(1)),
+    ];
+    for (seed, (input, spec)) in cases.into_iter().enumerate() {
+        let x = tie_free(&input, seed as u64);
+        let (y, indices) = max_pool_with_indices(&x, &spec).unwrap();
+        let r = filled(y.dims(), seed as u64 + 100, Values::Continuous);
+        let numeric = numeric_gradient(&x, &r, 1e-2, |x| max_pool(x, &spec).unwrap());
+        assert_close(max_pool_backward(&x, &indices, &r, &spec).unwrap().data(), &numeric, 1e-3);
+        assert_close(reference::max_pool_backward(&x, &indices, &r, &spec).unwrap().data(), &numeric, 1e-3);
+    }
+    let (x1, spec1) = (tie_free(&[2, 3, 11], 7), PoolSpec::<1>::new(3).stride(2).padding(1).ceil_mode(true));
+    let (y, indices) = max_pool_with_indices(&x1, &spec1).unwrap();
+    let r = filled(y.dims(), 8, Values::Continuous);
+    let numeric = numeric_gradient(&x1, &r, 1e-2, |x| max_pool(x, &spec1).unwrap());
+    assert_close(max_pool_backward(&x1, &indices, &r, &spec1).unwrap().data(), &numeric, 1e-3);
+    let (x3, spec3) =
+        (tie_free(&[1, 2, 4, 5, 5], 9), PoolSpec::<3>::new([2, 3, 3]).stride(2).padding([1, 1, 0]));
+    let (y, indices) = max_pool_with_indices(&x3, &spec3).unwrap();
+    let r = filled(y.dims(), 10, Values::Continuous);
+    let numeric = numeric_gradient(&x3, &r, 1e-2, |x| max_pool(x, &spec3).unwrap());
+    assert_close(max_pool_backward(&x3, &indices, &r, &spec3).unwrap().data(), &numeric, 1e-3);
+}
+
+#[test]
+fn avg_pool_backward_matches_finite_differences() {
+    let base = PoolSpec::<2>::new(3).stride(2).padding(1);
+    let specs = [
+        base,
+        base.ceil_mode(true),
+        base.ceil_mode(true).count_include_pad(false),
+        base.divisor_override(Some(5)),
+        PoolSpec::new([2, 3]).stride([1, 2]).padding([1, 0]),
+    ];
+    let x = filled(&[2, 2, 8, 7], 11, Values::Continuous);
+    for (seed, spec) in specs.into_iter().enumerate() {
+        let y_shape = spec.output_shape(PoolKind::Avg, x.dims()).unwrap();
+        let r = filled(y_shape.dims(), seed as u64 + 200, Values::Continuous);
+        let numeric = numeric_gradient(&x, &r, 1e-2, |x| avg_pool(x, &spec).unwrap());
+        assert_close(avg_pool_backward(x.dims(), &r, &spec).unwrap().data(), &numeric, 1e-3);
+        assert_close(reference::avg_pool_backward(x.dims(), &r, &spec).unwrap().data(), &numeric, 1e-3);
+    }
+    let x = filled(&[1, 2, 5, 4, 6], 12, Values::Continuous);
+    let spec =
+        PoolSpec::<3>::new([3, 2, 3]).stride(2).padding([1, 1, 0]).ceil_mode(true).count_include_pad(false);
+    let r = filled(spec.output_shape(PoolKind::Avg, x.dims()).unwrap().dims(), 13, Values::Continuous);
+    let numeric = numeric_gradient(&x, &r, 1e-2, |x| avg_pool(x, &spec).unwrap());
+    assert_close(avg_pool_backward(x.dims(), &r, &spec).unwrap().data(), &numeric, 1e-3);
+}
+
+#[test]
+fn adaptive_and_global_backward_match_finite_differences() {
+    let x = tie_free(&[2, 2, 7, 10], 14);
+    let r = filled(&[2, 2, 4, 3], 15, Values::Continuous);
+    let numeric = numeric_gradient(&x, &r, 1e-2, |x| adaptive_avg_pool(x, [4, 3]).unwrap());
+    assert_close(adaptive_avg_pool_backward::<2>(x.dims(), &r).unwrap().data(), &numeric, 1e-3);
+    let numeric = numeric_gradient(&x, &r, 1e-2, |x| adaptive_max_pool(x, [4, 3]).unwrap());
+    let (_, indices) = adaptive_max_pool_with_indices(&x, [4, 3]).unwrap();
+    assert_close(adaptive_max_pool_backward::<2>(x.dims(), &indices, &r).unwrap().data(), &numeric, 1e-3);
+    let r = filled(&[2, 2, 1, 1], 16, Values::Continuous);
+    let numeric = numeric_gradient(&x, &r, 1e-2, |x| global_avg_pool(x).unwrap());
+    assert_close(global_avg_pool_backward(x.dims(), &r).unwrap().data(), &numeric, 1e-3);
+    assert_close(reference::global_avg_pool_backward(x.dims(), &r).unwrap().data(), &numeric, 1e-3);
+}
+
+#[test]
+fn overlapping_max_windows_sum_their_gradients() {
+    // plane_4x4 padded 3/2: all four windows choose the 9 at index 5.
+    let x = plane_4x4();
+    let spec = PoolSpec::<2>::new(3).stride(2).padding(1);
+    let (_, indices) = max_pool_with_indices(&x, &spec).unwrap();
+    let dy = tensor(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+    let mut expected = [0.0; 16];
+    expected[5] = 10.0;
+    assert_eq!(max_pool_backward(&x, &indices, &dy, &spec).unwrap().data(), expected);
+    assert_eq!(reference::max_pool_backward(&x, &indices, &dy, &spec).unwrap().data(), expected);
+}
+
+#[test]
+fn window_with_only_padding_passes_no_gradient() {
+    // The forward reports index 2 in a plane of width 2 (see the forward's test): it is skipped.
+    let x = tensor(&[1, 1, 2], &[0.0, 1.0]);
+    let spec = PoolSpec::<1>::new(2).dilation(3).padding(1);
+    let (_, indices) = max_pool_with_indices(&x, &spec).unwrap();
+    let dy = tensor(&[1, 1, 1], &[5.0]);
+    assert_eq!(max_pool_backward(&x, &indices, &dy, &spec).unwrap().data(), [0.0, 0.0]);
+    assert_eq!(reference::max_pool_backward(&x, &indices, &dy, &spec).unwrap().data(), [0.0, 0.0]);
+    // Any index past the plane, even one no forward gives, is skipped rather than a panic.
+    let x = tensor(&[1, 1, 4], &[0.0; 4]);
+    let dx =
+        max_pool_backward(&x, &[usize::MAX, 3], &tensor(&[1, 1, 2], &[1.0, 2.0]), &PoolSpec::<1>::new(2));
+    assert_eq!(dx.unwrap().data(), [0.0, 0.0, 0.0, 2.0]);
+}
+
+#[test]
+fn avg_pool_backward_spreads_by_the_forward_divisor() {
+    // The windows of avg_pool_divisors: [−1, 2), [1, 4), [3, 6) over 5 inputs.
+    let spec = PoolSpec::<1>::new(3).stride(2).padding(1).ceil_mode(true);
+    let dy = tensor(&[1, 1, 3], &[6.0, 6.0, 6.0]);
+    let cases = [
+        (spec, [2.0, 4.0, 2.0, 4.0, 2.0]),
+        (spec.count_include_pad(false), [3.0, 5.0, 2.0, 5.0, 3.0]),
+        (spec.divisor_override(Some(2)), [3.0, 6.0, 3.0, 6.0, 3.0]),
+    ];
+    for (spec, expected) in cases {
+        assert_close(avg_pool_backward(&[1, 1, 5], &dy, &spec).unwrap().data(), &expected, 1e-6);
+        assert_close(reference::avg_pool_backward(&[1, 1, 5], &dy, &spec).unwrap().data(), &expected, 1e-6);
+    }
+}
+
+#[test]
+fn backward_of_an_empty_batch_is_empty() {
+    let spec = PoolSpec::<2>::new(2);
+    let dy = Tensor::zeros([0, 3, 4, 4]).unwrap();
+    assert_eq!(avg_pool_backward(&[0, 3, 8, 8], &dy, &spec).unwrap().dims(), &[0, 3, 8, 8]);
+    let x = Tensor::zeros([0, 3, 8, 8]).unwrap();
+    assert_eq!(max_pool_backward(&x, &[], &dy, &spec).unwrap().dims(), &[0, 3, 8, 8]);
+    assert_eq!(adaptive_avg_pool_backward::<2>(&[0, 3, 8, 8], &dy).unwrap().dims(), &[0, 3, 8, 8]);
+}
+
+#[test]
+fn backward_errors_name_both_shapes() {
+    let x = Tensor::zeros([1, 1, 4, 4]).unwrap();
+    let spec = PoolSpec::<2>::new(2);
+    let dy = Tensor::zeros([1, 1, 3, 3]).unwrap();
+    assert_eq!(
+        message(max_pool_backward(&x, &[0; 9], &dy, &spec)),
+        "max_pool2d_backward: grad_output has shape [1, 1, 3, 3] but the output for input [1, 1, 4, 4] is [1, 1, 2, 2]"
+    );
+    assert_eq!(
+        message(avg_pool_backward(&[1, 1, 4, 4], &dy, &spec)),
+        "avg_pool2d_backward: grad_output has shape [1, 1, 3, 3] but the output for input [1, 1, 4, 4] is [1, 1, 2, 2]"
+    );
+    let dy = Tensor::zeros([1, 1, 2, 2]).unwrap();
+    assert_eq!(
+        message(max_pool_backward(&x, &[0; 3], &dy, &spec)),
+        "max_pool2d_backward: 3 indices for a grad_output of shape [1, 1, 2, 2] (4 elements); expected one per element"
+    );
+    assert_eq!(
+        message(reference::max_pool_backward(&x, &[0; 3], &dy, &spec)),
+        "max_pool2d_backward: 3 indices for a grad_output of shape [1, 1, 2, 2] (4 elements); expected one per element"
+    );
+    // The forward's own checks, under the backward's name.
+    assert_eq!(
+        message(avg_pool_backward(&[1, 4, 4], &dy, &spec)),
+        "avg_pool2d_backward: input must be a 4-d tensor laid out as NCHW, got shape [1, 4, 4] (rank 3)"
+    );
+    assert_eq!(
+        message(avg_pool_backward(&[1, 1, 4, 4], &dy, &spec.dilation(2))),
+        "avg_pool2d_backward: invalid argument: dilation applies to max pooling only, got [2, 2]"
+    );
+}
+
+#[test]
+fn adaptive_and_global_backward_errors() {
+    let dy = Tensor::zeros([1, 1, 2]).unwrap();
+    assert_eq!(
+        message(adaptive_avg_pool_backward::<2>(&[1, 1, 5, 5], &dy)),
+        "adaptive_avg_pool2d_backward: grad_output has shape [1, 1, 2] but the output for input [1, 1, 5, 5] must have rank 4"
+    );
+    let dy = Tensor::zeros([1, 3, 2, 2]).unwrap();
+    assert_eq!(
+        message(adaptive_avg_pool_backward::<2>(&[1, 2, 5, 5], &dy)),
+        "adaptive_avg_pool2d_backward: grad_output has shape [1, 3, 2, 2] but the output for input [1, 2, 5, 5] is [1, 2, 2, 2]"
+    );
+    assert_eq!(
+        message(adaptive_max_pool_backward::<2>(&[1, 3, 5, 5], &[0; 5], &dy)),
+        "adaptive_max_pool2d_backward: 5 indices for a grad_output of shape [1, 3, 2, 2] (12 elements); expected one per element"
+    );
+    assert_eq!(
+        message(adaptive_max_pool_backward::<2>(&[1, 3, 0, 5], &[0; 12], &dy)),
+        "adaptive_max_pool2d_backward: input height must be at least 1, got shape [1, 3, 0, 5]"
+    );
+    assert_eq!(
+        message(global_avg_pool_backward(&[2, 3], &dy)),
+        "global_avg_pool_backward: input must be a 3-, 4- or 5-d tensor laid out as NCW, NCHW or NCDHW, got shape [2, 3] (rank 2)"
+    );
+    assert_eq!(
+        message(global_avg_pool_backward(&[1, 3, 4, 4], &dy)),
+        "global_avg_pool_backward: grad_output has shape [1, 3, 2, 2] but the output for input [1, 3, 4, 4] is [1, 3, 1, 1]"
+    );
+}
+
+#[test]
+fn backward_of_an_input_too_large_to_allocate_is_an_error() {
+    // A window of the whole width: the output fits, the input does not.
+    let (wide, dy) = (usize::MAX / 2, Tensor::zeros([4, 1, 1]).unwrap());
+    let err = adaptive_avg_pool_backward::<1>(&[4, 1, wide], &dy);
+    assert_eq!(
+        message(err),
+        format!("shape: invalid argument: [4, 1, {wide}] has more elements than fit in memory")
+    );
+}
