@@ -120,6 +120,38 @@ pub fn matmul(a: &Var, b: &Var) -> Result<Var> {
     ))
 }
 
+struct LinearBackward;
+
+impl Backward for LinearBackward {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    /// `y = x·Wᵀ + b`: `dx = dy·W`, `dW = dyᵀ·x`, `db = Σ_rows dy`.
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let (x, w) = (&inputs[0], &inputs[1]);
+        let dx = if x.requires_grad() { Some(matmul_t(grad, w.value(), false, false)?) } else { None };
+        let dw = if w.requires_grad() { Some(matmul_t(grad, x.value(), true, false)?) } else { None };
+        let mut grads = vec![dx, dw];
+        if let Some(b) = inputs.get(2) {
+            grads.push(reduce_to(grad.clone(), b)?);
+        }
+        Ok(grads)
+    }
+}
+
+/// A fully connected layer's product `x [N, in] · Wᵀ + b` with `W [out, in]` (PyTorch's
+/// layout), without materialising the transpose.
+pub fn linear(x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var> {
+    let mut y = matmul_t(x.value(), weight.value(), false, true)?;
+    if let Some(b) = bias {
+        y = y.add(b.value())?;
+    }
+    let mut inputs = vec![x.clone(), weight.clone()];
+    inputs.extend(bias.cloned());
+    Ok(Var::from_op(y, inputs, LinearBackward))
+}
+
 /// Backward of an element-wise function through a saved mask or derivative.
 struct PointwiseBackward {
     name: &'static str,
@@ -141,6 +173,16 @@ impl Backward for PointwiseBackward {
 pub fn relu(x: &Var) -> Var {
     let derivative = x.value().map(|v| if v > 0.0 { 1.0 } else { 0.0 });
     Var::from_op(x.value().relu(), vec![x.clone()], PointwiseBackward { name: "relu", derivative })
+}
+
+/// `x` where positive, `slope · x` elsewhere.
+pub fn leaky_relu(x: &Var, slope: f32) -> Var {
+    let derivative = x.value().map(|v| if v > 0.0 { 1.0 } else { slope });
+    Var::from_op(
+        x.value().leaky_relu(slope),
+        vec![x.clone()],
+        PointwiseBackward { name: "leaky_relu", derivative },
+    )
 }
 
 /// `tanh(x)`, with derivative `1 − tanh²`.

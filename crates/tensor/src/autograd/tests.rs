@@ -36,10 +36,18 @@ fn matrix_products() {
 }
 
 #[test]
+fn fully_connected() {
+    let inputs = [seeded(&[3, 5], 14), seeded(&[4, 5], 15), seeded(&[4], 16)];
+    check_gradients(|v| linear(&v[0], &v[1], Some(&v[2])), &inputs, GradCheck::default()).unwrap();
+    check_gradients(|v| linear(&v[0], &v[1], None), &inputs[..2], GradCheck::default()).unwrap();
+}
+
+#[test]
 fn activations_and_reductions() {
     let x = [away_from_zero(&[4, 5], 7)];
     check_gradients(|v| Ok(relu(&v[0])), &x, GradCheck::default()).unwrap();
     check_gradients(|v| Ok(tanh(&v[0])), &x, GradCheck::default()).unwrap();
+    check_gradients(|v| Ok(leaky_relu(&v[0], 0.1)), &x, GradCheck::default()).unwrap();
     check_gradients(|v| Ok(sigmoid(&v[0])), &x, GradCheck::default()).unwrap();
     check_gradients(|v| Ok(sum_all(&v[0])), &x, GradCheck::default()).unwrap();
     check_gradients(|v| Ok(mean_all(&v[0])), &x, GradCheck::default()).unwrap();

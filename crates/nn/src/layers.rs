@@ -1,0 +1,291 @@
+//! Layers named and laid out as torchvision's: `Conv1d/2d/3d`, `Linear`, activations, pooling,
+//! `LocalResponseNorm`, `Flatten`. Parameter shapes and paths follow PyTorch's state_dict
+//! (`weight [out, in/groups, *k]`, `bias [out]`), so weights move between the two by name.
+
+use stride_tensor::autograd::{self, Var};
+use stride_tensor::ops::conv::{ConvSpec, Padding};
+use stride_tensor::ops::layout::flatten_shape;
+use stride_tensor::ops::pool::{PoolKind, PoolSpec};
+use stride_tensor::{Error, Result, Shape, Tensor};
+
+use crate::module::{Mode, Module, NamedVar, join};
+
+/// Convolution over `N` spatial axes with learnable filters and an optional bias.
+pub struct Conv<const N: usize> {
+    pub weight: Var,
+    pub bias: Option<Var>,
+    pub spec: ConvSpec<N>,
+}
+
+pub type Conv1d = Conv<1>;
+pub type Conv2d = Conv<2>;
+pub type Conv3d = Conv<3>;
+
+impl<const N: usize> Conv<N> {
+    /// A layer over given weights `[out, in/groups, *k]` and bias `[out]`, checked against each
+    /// other and the spec.
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>, spec: ConvSpec<N>) -> Result<Self> {
+        let name = ["Conv1d", "Conv2d", "Conv3d"][N.clamp(1, 3) - 1];
+        if weight.rank() != N + 2 {
+            return Err(Error::shape(
+                name,
+                format!("weight must have {} dimensions, got {}", N + 2, weight.shape()),
+            ));
+        }
+        if let Some(b) = &bias
+            && b.dims() != [weight.dims()[0]]
+        {
+            return Err(Error::shape(
+                name,
+                format!("bias {} does not match weight {}", b.shape(), weight.shape()),
+            ));
+        }
+        Ok(Conv { weight: Var::parameter(weight), bias: bias.map(Var::parameter), spec })
+    }
+}
+
+impl<const N: usize> Module for Conv<N> {
+    fn describe(&self) -> String {
+        let w = self.weight.value().dims();
+        let mut text = format!(
+            "Conv{N}d({}, {}, kernel_size={:?}, stride={:?}",
+            w[1] * self.spec.groups,
+            w[0],
+            &w[2..],
+            self.spec.stride
+        );
+        match self.spec.padding {
+            Padding::Same => text.push_str(", padding=same"),
+            Padding::Explicit { begin, end } if begin == end => {
+                text.push_str(&format!(", padding={begin:?}"))
+            }
+            Padding::Explicit { begin, end } => text.push_str(&format!(", padding=({begin:?}, {end:?})")),
+        }
+        if self.spec.dilation != [1; N] {
+            text.push_str(&format!(", dilation={:?}", self.spec.dilation));
+        }
+        if self.spec.groups != 1 {
+            text.push_str(&format!(", groups={}", self.spec.groups));
+        }
+        if self.bias.is_none() {
+            text.push_str(", bias=False");
+        }
+        text + ")"
+    }
+
+    fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
+        autograd::conv(x, &self.weight, self.bias.as_ref(), &self.spec)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(self.spec.output_shape(input, self.weight.value().dims())?.dims().to_vec())
+    }
+
+    fn parameters<'a>(&'a mut self, prefix: &str, out: &mut Vec<NamedVar<'a>>) {
+        out.push((join(prefix, "weight"), &mut self.weight));
+        if let Some(b) = self.bias.as_mut() {
+            out.push((join(prefix, "bias"), b));
+        }
+    }
+}
+
+/// `y = x·Wᵀ + b`, `W [out, in]`.
+pub struct Linear {
+    pub weight: Var,
+    pub bias: Option<Var>,
+}
+
+impl Linear {
+    pub fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        if weight.rank() != 2 {
+            return Err(Error::shape("Linear", format!("weight must be [out, in], got {}", weight.shape())));
+        }
+        if let Some(b) = &bias
+            && b.dims() != [weight.dims()[0]]
+        {
+            return Err(Error::shape(
+                "Linear",
+                format!("bias {} does not match weight {}", b.shape(), weight.shape()),
+            ));
+        }
+        Ok(Linear { weight: Var::parameter(weight), bias: bias.map(Var::parameter) })
+    }
+}
+
+impl Module for Linear {
+    fn describe(&self) -> String {
+        let w = self.weight.value().dims();
+        format!("Linear(in_features={}, out_features={}, bias={})", w[1], w[0], self.bias.is_some())
+    }
+
+    fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
+        autograd::linear(x, &self.weight, self.bias.as_ref()).map_err(|e| e.within("Linear"))
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let (out, inp) = (self.weight.value().dims()[0], self.weight.value().dims()[1]);
+        match input {
+            [n, features] if *features == inp => Ok(vec![*n, out]),
+            _ => {
+                let hint = if input.len() > 2 { "; flatten the volume first" } else { "" };
+                Err(Error::shape(
+                    "Linear",
+                    format!("expects [N, {inp}] (in_features = {inp}), got {}{hint}", Shape::from(input)),
+                ))
+            }
+        }
+    }
+
+    fn parameters<'a>(&'a mut self, prefix: &str, out: &mut Vec<NamedVar<'a>>) {
+        out.push((join(prefix, "weight"), &mut self.weight));
+        if let Some(b) = self.bias.as_mut() {
+            out.push((join(prefix, "bias"), b));
+        }
+    }
+}
+
+/// Element-wise activations, each a layer without parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    ReLU,
+    LeakyReLU(f32),
+    Tanh,
+    Sigmoid,
+}
+
+impl Module for Activation {
+    fn describe(&self) -> String {
+        match self {
+            Activation::ReLU => "ReLU()".into(),
+            Activation::LeakyReLU(slope) => format!("LeakyReLU(negative_slope={slope})"),
+            Activation::Tanh => "Tanh()".into(),
+            Activation::Sigmoid => "Sigmoid()".into(),
+        }
+    }
+
+    fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
+        Ok(match *self {
+            Activation::ReLU => autograd::relu(x),
+            Activation::LeakyReLU(slope) => autograd::leaky_relu(x, slope),
+            Activation::Tanh => autograd::tanh(x),
+            Activation::Sigmoid => autograd::sigmoid(x),
+        })
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+}
+
+/// Max or average pooling over `N` spatial axes.
+pub struct Pool<const N: usize> {
+    pub kind: PoolKind,
+    pub spec: PoolSpec<N>,
+}
+
+pub type MaxPool2d = Pool<2>;
+
+impl<const N: usize> Pool<N> {
+    pub fn max(spec: PoolSpec<N>) -> Self {
+        Pool { kind: PoolKind::Max, spec }
+    }
+
+    pub fn avg(spec: PoolSpec<N>) -> Self {
+        Pool { kind: PoolKind::Avg, spec }
+    }
+}
+
+impl<const N: usize> Module for Pool<N> {
+    fn describe(&self) -> String {
+        let kind = if self.kind == PoolKind::Max { "Max" } else { "Avg" };
+        format!(
+            "{kind}Pool{N}d(kernel_size={:?}, stride={:?}, padding={:?}, ceil_mode={})",
+            self.spec.kernel, self.spec.stride, self.spec.padding, self.spec.ceil_mode
+        )
+    }
+
+    fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
+        match self.kind {
+            PoolKind::Max => autograd::max_pool(x, &self.spec),
+            PoolKind::Avg => autograd::avg_pool(x, &self.spec),
+        }
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(self.spec.output_shape(self.kind, input)?.dims().to_vec())
+    }
+}
+
+/// Average pooling to a fixed output size (`AdaptiveAvgPool2d((1, 1))` is global average
+/// pooling, GoogLeNet's and ResNet's head).
+pub struct AdaptiveAvgPool<const N: usize> {
+    pub output: [usize; N],
+}
+
+impl<const N: usize> Module for AdaptiveAvgPool<N> {
+    fn describe(&self) -> String {
+        format!("AdaptiveAvgPool{N}d(output_size={:?})", self.output)
+    }
+
+    fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
+        autograd::adaptive_avg_pool(x, self.output)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        if input.len() != N + 2 {
+            return Err(Error::shape(
+                format!("adaptive_avg_pool{N}d"),
+                format!("expects a {}-d input [N, C, …], got {}", N + 2, Shape::from(input)),
+            ));
+        }
+        Ok([&input[..2], &self.output[..]].concat())
+    }
+}
+
+/// Flattens axes `start..=end` (PyTorch's `nn.Flatten()` flattens all but the batch axis).
+pub struct Flatten {
+    pub start_axis: isize,
+    pub end_axis: isize,
+}
+
+impl Default for Flatten {
+    fn default() -> Self {
+        Flatten { start_axis: 1, end_axis: -1 }
+    }
+}
+
+impl Module for Flatten {
+    fn describe(&self) -> String {
+        format!("Flatten(start_dim={}, end_dim={})", self.start_axis, self.end_axis)
+    }
+
+    fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
+        autograd::flatten(x, self.start_axis, self.end_axis)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(flatten_shape(&Shape::from(input), self.start_axis, self.end_axis)?.dims().to_vec())
+    }
+}
+
+/// Local response normalisation across channels (AlexNet: size 5, α 1e-4, β 0.75, k 2).
+pub struct LocalResponseNorm {
+    pub size: usize,
+    pub alpha: f32,
+    pub beta: f32,
+    pub k: f32,
+}
+
+impl Module for LocalResponseNorm {
+    fn describe(&self) -> String {
+        format!("LocalResponseNorm({}, alpha={}, beta={}, k={})", self.size, self.alpha, self.beta, self.k)
+    }
+
+    fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
+        autograd::local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+}

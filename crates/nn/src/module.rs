@@ -1,0 +1,105 @@
+//! The `Module` trait: a layer or a network that runs forward on `Var`s, answers its output
+//! shape without computing, and exposes its parameters and buffers under torchvision's
+//! state_dict paths (`features.0.weight`, `layer1.0.bn1.running_mean`).
+
+use stride_tensor::autograd::Var;
+use stride_tensor::{Result, Tensor};
+
+/// Training or evaluation behaviour (batch norm statistics, dropout), always passed explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// A named learnable parameter, borrowed for an optimiser step or a checkpoint.
+pub type NamedVar<'a> = (String, &'a mut Var);
+/// A named buffer (running statistics), borrowed for a checkpoint.
+pub type NamedBuffer<'a> = (String, &'a mut Tensor);
+
+/// A layer or a network.
+pub trait Module: Send {
+    /// The layer's type and settings, as PyTorch prints them (`Conv2d(1, 6, kernel_size=(5, 5))`).
+    fn describe(&self) -> String;
+
+    /// Runs the layer. `&mut self` because training updates running statistics.
+    fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var>;
+
+    /// The output shape for an input shape, without allocating or computing: a wrong input is
+    /// rejected with the size rule's error before any work.
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>>;
+
+    /// Appends the learnable parameters, named `prefix` + their path.
+    fn parameters<'a>(&'a mut self, _prefix: &str, _out: &mut Vec<NamedVar<'a>>) {}
+
+    /// Appends the buffers (batch norm running statistics, batches tracked).
+    fn buffers<'a>(&'a mut self, _prefix: &str, _out: &mut Vec<NamedBuffer<'a>>) {}
+}
+
+/// `prefix.name`, or `name` at the root.
+pub fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+}
+
+/// Every parameter of a module with its path.
+pub fn named_parameters(module: &mut dyn Module) -> Vec<NamedVar<'_>> {
+    let mut out = Vec::new();
+    module.parameters("", &mut out);
+    out
+}
+
+/// The number of learnable values.
+pub fn parameter_count(module: &mut dyn Module) -> usize {
+    named_parameters(module).iter().map(|(_, v)| v.value().numel()).sum()
+}
+
+/// Layers applied in order, named `0`, `1`, … as `torch.nn.Sequential`.
+pub struct Sequential {
+    layers: Vec<Box<dyn Module>>,
+}
+
+impl Sequential {
+    pub fn new(layers: Vec<Box<dyn Module>>) -> Self {
+        Sequential { layers }
+    }
+
+    pub fn layers(&self) -> &[Box<dyn Module>] {
+        &self.layers
+    }
+}
+
+impl Module for Sequential {
+    fn describe(&self) -> String {
+        let inner: Vec<String> =
+            self.layers.iter().enumerate().map(|(i, l)| format!("  ({i}): {}", l.describe())).collect();
+        format!("Sequential(\n{}\n)", inner.join("\n"))
+    }
+
+    fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
+        let mut h = x.clone();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            h = layer.forward(&h, mode).map_err(|e| e.within(&i.to_string()))?;
+        }
+        Ok(h)
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let mut shape = input.to_vec();
+        for (i, layer) in self.layers.iter().enumerate() {
+            shape = layer.output_shape(&shape).map_err(|e| e.within(&i.to_string()))?;
+        }
+        Ok(shape)
+    }
+
+    fn parameters<'a>(&'a mut self, prefix: &str, out: &mut Vec<NamedVar<'a>>) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.parameters(&join(prefix, &i.to_string()), out);
+        }
+    }
+
+    fn buffers<'a>(&'a mut self, prefix: &str, out: &mut Vec<NamedBuffer<'a>>) {
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.buffers(&join(prefix, &i.to_string()), out);
+        }
+    }
+}
