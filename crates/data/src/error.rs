@@ -88,6 +88,12 @@ pub enum Error {
     #[error("{}: SHA-256 mismatch for {url}: expected {expected}, found {found}; the download was removed", path.display())]
     Checksum { path: PathBuf, url: String, expected: String, found: String },
 
+    /// An argument of the training pipeline that cannot work whatever the data: a batch size of
+    /// 0, a standard deviation of 0, a crop larger than the padded image, a fraction outside
+    /// [0, 1)... `what` names the place (`loader`, `normalize`, `random crop`...).
+    #[error("{what}: {message}")]
+    InvalidArgument { what: &'static str, message: String },
+
     /// A geometry or shape error from the tensor core (a kernel larger than the image...).
     #[error(transparent)]
     Tensor(#[from] stride_tensor::Error),
@@ -101,6 +107,10 @@ impl Error {
         } else {
             Error::Io { path: path.to_path_buf(), action: "read", cause: source }
         }
+    }
+
+    pub(crate) fn invalid(what: &'static str, message: impl Into<String>) -> Self {
+        Error::InvalidArgument { what, message: message.into() }
     }
 
     /// A failed write; "not found" here means a missing folder, so the OS message is kept as is.
