@@ -48,36 +48,9 @@ fn spec<const N: usize>(case: &Case) -> ConvSpec<N> {
         .mode(mode)
 }
 
-/// Whether `got` is within the gradient tolerance of `expected`; on failure, how many elements
-/// are off and the worst one.
+/// Whether `got` is within the gradient tolerance of `expected`.
 fn compare(got: &Tensor, expected: &Tensor) -> std::result::Result<(), String> {
-    if got.dims() != expected.dims() {
-        return Err(format!("shape {} but PyTorch gives {}", got.shape(), expected.shape()));
-    }
-    let mut bad = 0;
-    let mut worst: Option<(usize, f32)> = None;
-    for (i, (&g, &e)) in got.data().iter().zip(expected.data()).enumerate() {
-        // A NaN compares false everywhere and would pass; it counts as the worst instead.
-        let excess = match (g - e).abs() / (ABS_TOL + REL_TOL * e.abs()) {
-            excess if excess.is_nan() => f32::INFINITY,
-            excess => excess,
-        };
-        if excess > 1.0 {
-            bad += 1;
-            if worst.is_none_or(|(_, w)| excess > w) {
-                worst = Some((i, excess));
-            }
-        }
-    }
-    match worst {
-        None => Ok(()),
-        Some((i, _)) => Err(format!(
-            "{bad} of {} elements differ; worst at flat index {i}: got {}, expected {}",
-            expected.numel(),
-            got.data()[i],
-            expected.data()[i]
-        )),
-    }
+    common::compare_within(got, expected, ABS_TOL, REL_TOL)
 }
 
 fn check_n<const N: usize>(fixture: &Fixture, case: &Case, path: Path) -> std::result::Result<(), String> {
@@ -196,7 +169,11 @@ fn a_perturbed_gradient_is_caught() {
     assert_eq!(compare(expected, expected), Ok(()));
     let err = compare(&perturbed, expected).unwrap_err();
     assert!(
-        err.starts_with(&format!("1 of {} elements differ; worst at flat index 0", expected.numel())),
+        err.starts_with(&format!(
+            "1 of {} elements differ; worst at {:?}",
+            expected.numel(),
+            vec![0; expected.rank()]
+        )),
         "{err}"
     );
 }

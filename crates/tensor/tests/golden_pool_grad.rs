@@ -119,35 +119,9 @@ fn run(fixture: &Fixture, case: &Case, path: Path) -> std::result::Result<Tensor
     }
 }
 
-/// Whether `got` matches `expected` within this file's tolerance; on failure, the worst element.
+/// Whether `got` is within the gradient tolerance of `expected`.
 fn compare(got: &Tensor, expected: &Tensor) -> std::result::Result<(), String> {
-    if got.dims() != expected.dims() {
-        return Err(format!("shape {} but PyTorch gives {}", got.shape(), expected.shape()));
-    }
-    let mut bad = 0;
-    let mut worst: Option<(usize, f32)> = None;
-    for (i, (&g, &e)) in got.data().iter().zip(expected.data()).enumerate() {
-        // A NaN on either side would compare false everywhere and pass; it counts as the worst.
-        let excess = match (g - e).abs() / (ABS_TOL + REL_TOL * e.abs()) {
-            excess if excess.is_nan() => f32::INFINITY,
-            excess => excess,
-        };
-        if excess > 1.0 {
-            bad += 1;
-            if worst.is_none_or(|(_, w)| excess > w) {
-                worst = Some((i, excess));
-            }
-        }
-    }
-    match worst {
-        None => Ok(()),
-        Some((i, _)) => Err(format!(
-            "{bad} of {} elements differ; worst at flat index {i}: got {}, expected {}",
-            expected.numel(),
-            got.data()[i],
-            expected.data()[i]
-        )),
-    }
+    common::compare_within(got, expected, ABS_TOL, REL_TOL)
 }
 
 /// Runs every case `select` picks through both paths; panics listing all failures.

@@ -207,16 +207,22 @@ impl Case {
     }
 }
 
-/// Whether `got` matches `expected` within the tolerance; on failure, says how many elements
-/// are off and shows the worst one (largest error relative to its allowance) by multi-index.
+/// Whether `got` matches `expected` within the forward tolerance; see [`compare_within`].
 pub fn compare(got: &Tensor, expected: &Tensor) -> Result<(), String> {
+    compare_within(got, expected, ABS_TOL, REL_TOL)
+}
+
+/// Whether `|got − expected| ≤ abs + rel·|expected|` everywhere; on failure, says how many
+/// elements are off and shows the worst one (largest error relative to its allowance) by
+/// multi-index.
+pub fn compare_within(got: &Tensor, expected: &Tensor, abs: f32, rel: f32) -> Result<(), String> {
     if got.dims() != expected.dims() {
         return Err(format!("shape {} but PyTorch gives {}", got.shape(), expected.shape()));
     }
     let mut bad = 0;
     let mut worst: Option<(usize, f32)> = None;
     for (i, (&g, &e)) in got.data().iter().zip(expected.data()).enumerate() {
-        let allowed = ABS_TOL + REL_TOL * e.abs();
+        let allowed = abs + rel * e.abs();
         // A NaN on either side would compare false everywhere and pass; it counts as the worst.
         let excess = match (g - e).abs() / allowed {
             excess if excess.is_nan() => f32::INFINITY,
@@ -238,7 +244,7 @@ pub fn compare(got: &Tensor, expected: &Tensor) -> Result<(), String> {
                 expected.numel(),
                 multi_index(i, expected.dims()),
                 (g - e).abs(),
-                ABS_TOL + REL_TOL * e.abs()
+                abs + rel * e.abs()
             ))
         }
     }
