@@ -1,10 +1,13 @@
-"""PyTorch golden fixtures for stride's convolution and pooling.
+"""PyTorch golden fixtures for stride's convolution, pooling and batch normalisation.
 
 Writes one safetensors file per family into crates/tensor/tests/fixtures/:
 
     conv.safetensors   conv1d / conv2d / conv3d
     pool.safetensors   max / avg pooling in 1-3D, adaptive pooling, local response norm
     conv_grad.safetensors   the gradients of conv1d / conv2d / conv3d
+    pool_grad.safetensors   the gradients of pooling, adaptive pooling and LRN
+    batch_norm.safetensors  batch norm in training and evaluation: outputs, running statistics,
+                            gradients
 
 Each case stores `{case}/input`, `{case}/weight` and `{case}/bias` (when the op has them) and
 `{case}/output`, all float32 and contiguous. The file's `__metadata__` records the generator, the
@@ -493,6 +496,76 @@ def pool_grad_cases():
     return fam
 
 
+def batch_norm(fam, name, x_shape, *, training, affine, momentum=0.1, eps=1e-5):
+    """A batch-norm case: output, updated running statistics (training) and all gradients.
+
+    Stores `input`, `weight` / `bias` (affine), the running statistics before (`running_mean`,
+    `running_var`) and, in training, after the call (`running_mean_out`, `running_var_out`), a
+    random `grad_output` and `grad_input` / `grad_weight` / `grad_bias`, each checked against the
+    same call in float64.
+    """
+    torch.manual_seed(case_seed(name))
+    c = x_shape[1]
+    # Per-channel offsets and scales, so that the mean subtraction and the variance both matter.
+    shape = (1, c) + (1,) * (len(x_shape) - 2)
+    x = randn(x_shape) * (torch.rand(shape) * 2 + 0.5) + randn(shape)
+    w, b = randn(c), randn(c)
+    rm, rv = randn(c) * 0.5, torch.rand(c) + 0.5
+    args = "w, b" if affine else "None, None"
+    # Evaluated with x, rm, rv, w, b bound to copies of the stored tensors: F.batch_norm updates
+    # rm and rv in place when training.
+    call = (f"F.batch_norm(x, rm, rv, {args}, training={training}, momentum={momentum!r}, "
+            f"eps={eps!r})")
+    tensors = {"x": x, "rm": rm, "rv": rv} | ({"w": w, "b": b} if affine else {})
+    dy = randn(x_shape)
+
+    def run(dtype):
+        leaves = {k: v.detach().to(dtype).clone().requires_grad_(k in ("x", "w", "b"))
+                  for k, v in tensors.items()}
+        y = eval(call, {"F": F, "torch": torch}, dict(leaves))
+        order = [leaves[k] for k in ("x", "w", "b") if k in leaves]
+        grads = torch.autograd.grad(y, order, dy.to(dtype))
+        return [y.detach(), leaves["rm"].detach(), leaves["rv"].detach(), *grads]
+
+    roles = ["output", "running_mean_out", "running_var_out", "grad_input"]
+    roles += ["grad_weight", "grad_bias"] if affine else []
+    stored = {"input": x, "running_mean": rm, "running_var": rv, "grad_output": dy}
+    if affine:
+        stored |= {"weight": w, "bias": b}
+    for role, got, exact in zip(roles, run(torch.float32), run(torch.float64)):
+        error = (got.double() - exact).abs()
+        if not bool((error <= GRAD_CHECK_ABS + GRAD_CHECK_REL * exact.abs()).all()):
+            raise AssertionError(f"{name}/{role}: float32 differs from float64 by {error.max().item():.3g}")
+        if training or not role.startswith("running"):
+            stored[role] = got
+    for role, tensor in stored.items():
+        assert tensor.dtype == torch.float32
+        assert tensor.numel() <= MAX_ELEMENTS, f"{name}/{role} has {tensor.numel()} elements"
+        fam.tensors[f"{name}/{role}"] = tensor.detach().clone().contiguous()
+    record = {"name": name, "op": "batch_norm", "call": call, "backward": f"torch.autograd.grad(y, {'(x, w, b)' if affine else '(x,)'}, dy)",
+              "training": training, "affine": affine, "momentum": momentum, "eps": eps}
+    assert all(case["name"] != name for case in fam.cases), f"duplicate case {name}"
+    fam.cases.append(record)
+
+
+def batch_norm_cases():
+    fam = Family("batch_norm")
+    # BatchNorm1d on [N, C] (after a linear layer) and on [N, C, L].
+    batch_norm(fam, "batch_norm1d_train_affine", (8, 5), training=True, affine=True)
+    batch_norm(fam, "batch_norm1d_train_ncl_plain", (4, 3, 6), training=True, affine=False)
+    batch_norm(fam, "batch_norm1d_eval_affine", (6, 4), training=False, affine=True)
+    # BatchNorm2d, the lecture's "batch norm after every conv"; a batch of two small planes.
+    batch_norm(fam, "batch_norm2d_train_affine", (4, 3, 5, 5), training=True, affine=True)
+    batch_norm(fam, "batch_norm2d_train_plain_batch2", (2, 4, 3, 3), training=True, affine=False)
+    batch_norm(fam, "batch_norm2d_eval_affine", (3, 3, 4, 4), training=False, affine=True)
+    batch_norm(fam, "batch_norm2d_eval_plain", (2, 2, 3, 5), training=False, affine=False)
+    # BatchNorm3d, and a batch of one whose planes still give several values per channel.
+    batch_norm(fam, "batch_norm3d_train_affine", (2, 3, 3, 4, 2), training=True, affine=True)
+    batch_norm(fam, "batch_norm3d_train_batch1_plain", (1, 2, 2, 3, 3), training=True, affine=False)
+    batch_norm(fam, "batch_norm3d_eval_affine", (2, 2, 2, 3, 3), training=False, affine=True)
+    return fam
+
+
 def differences(fam, path):
     """What separates the committed file from what this script generates now, as text lines.
 
@@ -535,7 +608,8 @@ def main():
     # PyTorch notes that padding="same" with an even kernel copies the input; that is the case meant.
     warnings.filterwarnings("ignore", message="Using padding='same'")
     stale = []
-    for fam in (conv_cases(), pool_cases(), conv_grad_cases(), pool_grad_cases()):
+    for fam in (conv_cases(), pool_cases(), conv_grad_cases(), pool_grad_cases(),
+                batch_norm_cases()):
         path = FIXTURES / f"{fam.name}.safetensors"
         data = fam.serialize()
         if args.check:

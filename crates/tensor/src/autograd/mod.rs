@@ -15,6 +15,7 @@ pub mod check;
 mod cnn;
 mod layout;
 mod loss;
+mod norm;
 mod ops;
 #[cfg(test)]
 mod tests;
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 pub use cnn::*;
 pub use layout::*;
 pub use loss::*;
+pub use norm::*;
 pub use ops::*;
 
 use crate::error::{Error, Result};
