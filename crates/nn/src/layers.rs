@@ -289,3 +289,61 @@ impl Module for LocalResponseNorm {
         Ok(input.to_vec())
     }
 }
+
+/// Dropout: in training, zeroes each element with probability `p` and scales the rest by
+/// `1/(1−p)`; in evaluation, the identity. Its own seeded generator makes a run reproducible.
+pub struct Dropout {
+    pub p: f32,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+impl Dropout {
+    pub fn new(p: f32, seed: u64) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid("Dropout", format!("p must be in [0, 1), got {p}")));
+        }
+        Ok(Dropout { p, rng: crate::init::rng(seed) })
+    }
+}
+
+impl Module for Dropout {
+    fn describe(&self) -> String {
+        format!("Dropout(p={})", self.p)
+    }
+
+    fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
+        if mode == Mode::Eval || self.p == 0.0 {
+            return Ok(x.clone());
+        }
+        use rand::Rng;
+        let keep = 1.0 / (1.0 - self.p);
+        let rng = &mut self.rng;
+        let mask = Tensor::from_fn(x.value().shape().clone(), |_| {
+            if rng.random::<f32>() < self.p { 0.0 } else { keep }
+        })?;
+        autograd::mul(x, &Var::constant(mask))
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropout_keeps_the_expected_share_and_scale_and_is_off_in_eval() {
+        let mut dropout = Dropout::new(0.25, 7).unwrap();
+        let x = Var::constant(Tensor::ones([10_000]).unwrap());
+        let y = dropout.forward(&x, Mode::Train).unwrap();
+        let kept = y.value().data().iter().filter(|&&v| v != 0.0).count();
+        assert!((7_200..7_800).contains(&kept), "{kept}");
+        assert!(y.value().data().iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+        let mean = y.value().data().iter().sum::<f32>() / 10_000.0;
+        assert!((mean - 1.0).abs() < 0.03, "{mean}");
+        assert_eq!(dropout.forward(&x, Mode::Eval).unwrap().value(), x.value());
+        assert!(Dropout::new(1.0, 0).is_err());
+    }
+}

@@ -5,5 +5,6 @@
 pub mod init;
 pub mod layers;
 pub mod module;
+pub mod norm;
 pub mod optim;
 pub mod schedule;

@@ -1,0 +1,162 @@
+//! Batch normalisation layers (`BatchNorm1d/2d/3d`), with torchvision's parameter and buffer
+//! names: `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`.
+//!
+//! In [`Mode::Train`] a forward pass normalises with the batch's statistics and folds them into
+//! the running ones (PyTorch's momentum convention); in [`Mode::Eval`] it uses the running ones.
+
+use stride_tensor::autograd::{self, Var};
+use stride_tensor::{Error, Result, Shape, Tensor};
+
+use crate::module::{Mode, Module, NamedBuffer, NamedVar, join};
+
+/// Batch normalisation over the channel axis of `[N, C, *S]`, `S` of rank `N_SPATIAL`
+/// (`BatchNorm1d` also takes `[N, C]`).
+pub struct BatchNorm<const N_SPATIAL: usize> {
+    pub weight: Option<Var>,
+    pub bias: Option<Var>,
+    pub running_mean: Tensor,
+    pub running_var: Tensor,
+    /// Kept as a one-element tensor so it saves and loads like PyTorch's buffer.
+    pub num_batches_tracked: Tensor,
+    pub eps: f32,
+    pub momentum: f32,
+}
+
+pub type BatchNorm1d = BatchNorm<1>;
+pub type BatchNorm2d = BatchNorm<2>;
+pub type BatchNorm3d = BatchNorm<3>;
+
+impl<const N_SPATIAL: usize> BatchNorm<N_SPATIAL> {
+    /// PyTorch's defaults: γ = 1, β = 0, running mean 0 and variance 1, eps 1e-5, momentum 0.1.
+    pub fn new(channels: usize) -> Result<Self> {
+        Ok(BatchNorm {
+            weight: Some(Var::parameter(Tensor::ones([channels])?)),
+            bias: Some(Var::parameter(Tensor::zeros([channels])?)),
+            running_mean: Tensor::zeros([channels])?,
+            running_var: Tensor::ones([channels])?,
+            num_batches_tracked: Tensor::scalar(0.0),
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    fn channels(&self) -> usize {
+        self.running_mean.numel()
+    }
+}
+
+impl<const N_SPATIAL: usize> Module for BatchNorm<N_SPATIAL> {
+    fn describe(&self) -> String {
+        format!(
+            "BatchNorm{N_SPATIAL}d({}, eps={}, momentum={}, affine={})",
+            self.channels(),
+            self.eps,
+            self.momentum,
+            self.weight.is_some()
+        )
+    }
+
+    fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
+        let op = format!("BatchNorm{N_SPATIAL}d");
+        self.output_shape(x.value().dims())?;
+        match mode {
+            Mode::Train => {
+                let (y, stats) =
+                    autograd::batch_norm_train(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)
+                        .map_err(|e| e.within(&op))?;
+                stats.update_running(&mut self.running_mean, &mut self.running_var, self.momentum)?;
+                self.num_batches_tracked = Tensor::scalar(self.num_batches_tracked.item()? + 1.0);
+                Ok(y)
+            }
+            Mode::Eval => autograd::batch_norm_eval(
+                x,
+                self.weight.as_ref(),
+                self.bias.as_ref(),
+                &self.running_mean,
+                &self.running_var,
+                self.eps,
+            )
+            .map_err(|e| e.within(&op)),
+        }
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let op = format!("BatchNorm{N_SPATIAL}d");
+        let rank_ok = input.len() == N_SPATIAL + 2 || (N_SPATIAL == 1 && input.len() == 2);
+        if !rank_ok || input[1] != self.channels() {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "expects [N, {}{}], got {}",
+                    self.channels(),
+                    ", …".repeat(N_SPATIAL.min(1)),
+                    Shape::from(input)
+                ),
+            ));
+        }
+        Ok(input.to_vec())
+    }
+
+    fn parameters<'a>(&'a mut self, prefix: &str, out: &mut Vec<NamedVar<'a>>) {
+        if let Some(w) = self.weight.as_mut() {
+            out.push((join(prefix, "weight"), w));
+        }
+        if let Some(b) = self.bias.as_mut() {
+            out.push((join(prefix, "bias"), b));
+        }
+    }
+
+    fn buffers<'a>(&'a mut self, prefix: &str, out: &mut Vec<NamedBuffer<'a>>) {
+        out.push((join(prefix, "running_mean"), &mut self.running_mean));
+        out.push((join(prefix, "running_var"), &mut self.running_var));
+        out.push((join(prefix, "num_batches_tracked"), &mut self.num_batches_tracked));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_updates_running_statistics_and_eval_uses_them() {
+        let mut bn = BatchNorm2d::new(2).unwrap();
+        // Channel 0 holds 1..4, channel 1 holds 10, 10, 10, 14 (one image, 2×2).
+        let x = Var::constant(
+            Tensor::new([1, 2, 2, 2], vec![1.0, 2.0, 3.0, 4.0, 10.0, 10.0, 10.0, 14.0]).unwrap(),
+        );
+        let y = bn.forward(&x, Mode::Train).unwrap();
+        let channel0: f32 = y.value().data()[..4].iter().sum();
+        assert!(channel0.abs() < 1e-5, "normalised to zero mean");
+        // running = 0.9·initial + 0.1·batch, with the unbiased variance (PyTorch).
+        assert!((bn.running_mean.data()[0] - 0.25).abs() < 1e-6);
+        assert!((bn.running_var.data()[0] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-6);
+        assert_eq!(bn.num_batches_tracked.item().unwrap(), 1.0);
+        let evaluated = bn.forward(&x, Mode::Eval).unwrap();
+        let expected = (1.0 - 0.25) / (bn.running_var.data()[0] + 1e-5).sqrt();
+        assert!((evaluated.value().data()[0] - expected).abs() < 1e-5);
+        assert_eq!(bn.num_batches_tracked.item().unwrap(), 1.0, "evaluation does not count batches");
+    }
+
+    #[test]
+    fn names_follow_torchvision() {
+        let mut bn = BatchNorm2d::new(3).unwrap();
+        let mut params = Vec::new();
+        bn.parameters("layer1.0.bn1", &mut params);
+        let names: Vec<String> = params.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["layer1.0.bn1.weight", "layer1.0.bn1.bias"]);
+        let mut buffers = Vec::new();
+        bn.buffers("bn", &mut buffers);
+        let names: Vec<String> = buffers.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["bn.running_mean", "bn.running_var", "bn.num_batches_tracked"]);
+    }
+
+    #[test]
+    fn wrong_channels_are_rejected_before_computing() {
+        let bn = BatchNorm2d::new(16).unwrap();
+        assert_eq!(
+            bn.output_shape(&[8, 6, 10, 10]).unwrap_err().to_string(),
+            "BatchNorm2d: expects [N, 16, …], got [8, 6, 10, 10]"
+        );
+        assert!(BatchNorm1d::new(4).unwrap().output_shape(&[8, 4]).is_ok());
+    }
+}
