@@ -8,37 +8,12 @@
 mod common;
 
 use common::{Case, Fixture, compare};
-use serde_json::Value;
-use stride_tensor::ops::conv::{ConvSpec, KernelMode, Padding, conv, conv_reference};
+use stride_tensor::ops::conv::{ConvSpec, conv, conv_reference};
 use stride_tensor::{Result, Tensor};
 
 type ConvFn<const N: usize> = fn(&Tensor, &Tensor, Option<&Tensor>, &ConvSpec<N>) -> Result<Tensor>;
 
-/// Which of stride's two implementations a test runs.
-#[derive(Clone, Copy)]
-enum Path {
-    Fast,
-    Reference,
-}
-
-fn spec<const N: usize>(case: &Case) -> ConvSpec<N> {
-    let padding = match case.get("padding") {
-        Some(Value::String(mode)) if mode == "same" => Padding::Same,
-        Some(other) => panic!("case {}: padding = {other}, expected \"same\"", case.name),
-        None => Padding::asymmetric(case.usizes("padding_begin"), case.usizes("padding_end")),
-    };
-    // The generator flips the weight in PyTorch, which only has cross-correlation; stride flips it
-    // itself when asked for the true convolution.
-    let mode = if case.flag("flip") { KernelMode::Convolution } else { KernelMode::CrossCorrelation };
-    ConvSpec::new()
-        .stride(case.usizes::<N>("stride"))
-        .padding(padding)
-        .dilation(case.usizes::<N>("dilation"))
-        .groups(case.usize("groups"))
-        .mode(mode)
-}
-
-fn run_n<const N: usize>(fixture: &Fixture, case: &Case, path: Path) -> Result<Tensor, String> {
+fn run_n<const N: usize>(fixture: &Fixture, case: &Case, path: common::Path) -> Result<Tensor, String> {
     let (x, w) = (fixture.tensor(case, "input"), fixture.tensor(case, "weight"));
     let bias = fixture.optional(case, "bias");
     // The recorded fields must describe the stored tensors, or the test would check something
@@ -51,13 +26,13 @@ fn run_n<const N: usize>(fixture: &Fixture, case: &Case, path: Path) -> Result<T
         ));
     }
     let f: ConvFn<N> = match path {
-        Path::Fast => conv::<N>,
-        Path::Reference => conv_reference::<N>,
+        common::Path::Fast => conv::<N>,
+        common::Path::Reference => conv_reference::<N>,
     };
-    f(x, w, bias, &spec::<N>(case)).map_err(|e| format!("stride refused it: {e}"))
+    f(x, w, bias, &common::conv_spec::<N>(case)).map_err(|e| format!("stride refused it: {e}"))
 }
 
-fn run(fixture: &Fixture, case: &Case, path: Path) -> Result<Tensor, String> {
+fn run(fixture: &Fixture, case: &Case, path: common::Path) -> Result<Tensor, String> {
     match case.spatial_rank() {
         1 => run_n::<1>(fixture, case, path),
         2 => run_n::<2>(fixture, case, path),
@@ -78,13 +53,13 @@ fn conv_fixture_is_complete() {
 #[test]
 fn conv_fast_matches_pytorch() {
     let fixture = Fixture::load("conv");
-    fixture.check_all(|_| true, |fx, case| run(fx, case, Path::Fast));
+    fixture.check_all(|_| true, |fx, case| run(fx, case, common::Path::Fast));
 }
 
 #[test]
 fn conv_reference_matches_pytorch() {
     let fixture = Fixture::load("conv");
-    fixture.check_all(|_| true, |fx, case| run(fx, case, Path::Reference));
+    fixture.check_all(|_| true, |fx, case| run(fx, case, common::Path::Reference));
 }
 
 /// The comparison must be able to fail: one element moved just past the tolerance is reported
@@ -94,7 +69,7 @@ fn a_perturbed_expectation_is_caught() {
     let fixture = Fixture::load("conv");
     let case = &fixture.cases[0];
     let expected = fixture.tensor(case, "output");
-    let got = run(&fixture, case, Path::Fast).unwrap();
+    let got = run(&fixture, case, common::Path::Fast).unwrap();
     assert_eq!(compare(&got, expected), Ok(()));
 
     let mut perturbed = expected.clone();

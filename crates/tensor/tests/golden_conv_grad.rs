@@ -13,9 +13,7 @@ mod common;
 
 use common::{Case, Fixture, GENERATOR};
 use serde_json::Value;
-use stride_tensor::ops::conv::{
-    ConvGrads, ConvSpec, KernelMode, Padding, conv_backward, conv_backward_reference,
-};
+use stride_tensor::ops::conv::{ConvGrads, ConvSpec, conv_backward, conv_backward_reference};
 use stride_tensor::{Result, Tensor};
 
 const ABS_TOL: f32 = 1e-4;
@@ -24,36 +22,16 @@ const FAMILY: &str = "conv_grad";
 
 type BackwardFn<const N: usize> = fn(&Tensor, &Tensor, &Tensor, &ConvSpec<N>) -> Result<ConvGrads>;
 
-/// Which of stride's two implementations a test runs.
-#[derive(Clone, Copy)]
-enum Path {
-    Fast,
-    Reference,
-}
-
-fn spec<const N: usize>(case: &Case) -> ConvSpec<N> {
-    let padding = match case.get("padding") {
-        Some(Value::String(mode)) if mode == "same" => Padding::Same,
-        Some(other) => panic!("case {}: padding = {other}, expected \"same\"", case.name),
-        None => Padding::asymmetric(case.usizes("padding_begin"), case.usizes("padding_end")),
-    };
-    // PyTorch only correlates, so the generator flips the weight itself; stride is asked for the
-    // true convolution instead, and its weight gradient is then with respect to the stored weight.
-    let mode = if case.flag("flip") { KernelMode::Convolution } else { KernelMode::CrossCorrelation };
-    ConvSpec::new()
-        .stride(case.usizes::<N>("stride"))
-        .padding(padding)
-        .dilation(case.usizes::<N>("dilation"))
-        .groups(case.usize("groups"))
-        .mode(mode)
-}
-
 /// Whether `got` is within the gradient tolerance of `expected`.
 fn compare(got: &Tensor, expected: &Tensor) -> std::result::Result<(), String> {
     common::compare_within(got, expected, ABS_TOL, REL_TOL)
 }
 
-fn check_n<const N: usize>(fixture: &Fixture, case: &Case, path: Path) -> std::result::Result<(), String> {
+fn check_n<const N: usize>(
+    fixture: &Fixture,
+    case: &Case,
+    path: common::Path,
+) -> std::result::Result<(), String> {
     let (x, w) = (fixture.tensor(case, "input"), fixture.tensor(case, "weight"));
     let dy = fixture.tensor(case, "grad_output");
     let bias = fixture.optional(case, "bias");
@@ -67,10 +45,11 @@ fn check_n<const N: usize>(fixture: &Fixture, case: &Case, path: Path) -> std::r
         ));
     }
     let backward: BackwardFn<N> = match path {
-        Path::Fast => conv_backward::<N>,
-        Path::Reference => conv_backward_reference::<N>,
+        common::Path::Fast => conv_backward::<N>,
+        common::Path::Reference => conv_backward_reference::<N>,
     };
-    let grads = backward(x, w, dy, &spec::<N>(case)).map_err(|e| format!("stride refused it: {e}"))?;
+    let grads =
+        backward(x, w, dy, &common::conv_spec::<N>(case)).map_err(|e| format!("stride refused it: {e}"))?;
     let mut checks = vec![("grad_input", &grads.input), ("grad_weight", &grads.weight)];
     // Without a bias in the call PyTorch has no bias gradient to compare with.
     if bias.is_some() {
@@ -85,7 +64,7 @@ fn check_n<const N: usize>(fixture: &Fixture, case: &Case, path: Path) -> std::r
     if failures.is_empty() { Ok(()) } else { Err(failures.join("; ")) }
 }
 
-fn check(fixture: &Fixture, case: &Case, path: Path) -> std::result::Result<(), String> {
+fn check(fixture: &Fixture, case: &Case, path: common::Path) -> std::result::Result<(), String> {
     match case.spatial_rank() {
         1 => check_n::<1>(fixture, case, path),
         2 => check_n::<2>(fixture, case, path),
@@ -93,7 +72,7 @@ fn check(fixture: &Fixture, case: &Case, path: Path) -> std::result::Result<(), 
     }
 }
 
-fn check_all(path: Path) {
+fn check_all(path: common::Path) {
     let fixture = Fixture::load(FAMILY);
     let failures: Vec<String> = fixture
         .cases
@@ -149,12 +128,12 @@ fn conv_grad_fixture_is_complete() {
 
 #[test]
 fn conv_fast_backward_matches_pytorch() {
-    check_all(Path::Fast);
+    check_all(common::Path::Fast);
 }
 
 #[test]
 fn conv_reference_backward_matches_pytorch() {
-    check_all(Path::Reference);
+    check_all(common::Path::Reference);
 }
 
 /// The comparison must be able to fail: a gradient moved just past the tolerance is reported.

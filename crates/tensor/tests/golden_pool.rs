@@ -11,10 +11,9 @@
 mod common;
 
 use common::{Case, Fixture};
-use serde_json::Value;
 use stride_tensor::ops::lrn::{local_response_norm, local_response_norm_reference};
 use stride_tensor::ops::pool::{
-    self, PoolSpec, adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, max_pool,
+    self, adaptive_avg_pool, adaptive_max_pool, avg_pool, global_avg_pool, max_pool,
 };
 use stride_tensor::{Result, Tensor};
 
@@ -34,43 +33,14 @@ const OPS: &[&str] = &[
     "local_response_norm",
 ];
 
-/// Which of stride's two implementations a test runs.
-#[derive(Clone, Copy, PartialEq)]
-enum Path {
-    Fast,
-    Reference,
-}
-
-fn spec<const N: usize>(case: &Case) -> std::result::Result<PoolSpec<N>, String> {
-    let padding = case.usizes::<N>("padding_begin");
-    // PyTorch pools pad both sides alike; the file spells out both for uniformity with conv.
-    if padding != case.usizes::<N>("padding_end") {
-        return Err("asymmetric pooling padding cannot be expressed in PyTorch or stride".into());
-    }
-    // Fields an op does not take are absent from its case: PyTorch's defaults then apply.
-    let dilation = if case.get("dilation").is_some() { case.usizes::<N>("dilation") } else { [1; N] };
-    let count_include_pad = case.get("count_include_pad").is_none() || case.flag("count_include_pad");
-    let divisor_override = match case.get("divisor_override") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(case.usize("divisor_override")),
-    };
-    Ok(PoolSpec::<N>::new(case.usizes::<N>("kernel"))
-        .stride(case.usizes::<N>("stride"))
-        .padding(padding)
-        .dilation(dilation)
-        .ceil_mode(case.flag("ceil_mode"))
-        .count_include_pad(count_include_pad)
-        .divisor_override(divisor_override))
-}
-
-fn run_n<const N: usize>(x: &Tensor, case: &Case, path: Path) -> std::result::Result<Tensor, String> {
-    let fast = path == Path::Fast;
+fn run_n<const N: usize>(x: &Tensor, case: &Case, path: common::Path) -> std::result::Result<Tensor, String> {
+    let fast = path == common::Path::Fast;
     let op = case.op.as_str();
     let result: Result<Tensor> = if op.starts_with("max_pool") {
-        let spec = spec::<N>(case)?;
+        let spec = common::pool_spec::<N>(case)?;
         if fast { max_pool(x, &spec) } else { pool::reference::max_pool(x, &spec) }
     } else if op.starts_with("avg_pool") {
-        let spec = spec::<N>(case)?;
+        let spec = common::pool_spec::<N>(case)?;
         if fast { avg_pool(x, &spec) } else { pool::reference::avg_pool(x, &spec) }
     } else if op.starts_with("adaptive_avg_pool") {
         let size = case.usizes::<N>("output_size");
@@ -84,11 +54,12 @@ fn run_n<const N: usize>(x: &Tensor, case: &Case, path: Path) -> std::result::Re
     result.map_err(|e| format!("stride refused it: {e}"))
 }
 
-fn run(fixture: &Fixture, case: &Case, path: Path) -> std::result::Result<Tensor, String> {
+fn run(fixture: &Fixture, case: &Case, path: common::Path) -> std::result::Result<Tensor, String> {
     let x = fixture.tensor(case, "input");
     if case.op == "local_response_norm" {
         let (size, alpha, beta, k) = (case.usize("size"), case.f32("alpha"), case.f32("beta"), case.f32("k"));
-        let lrn = if path == Path::Fast { local_response_norm } else { local_response_norm_reference };
+        let lrn =
+            if path == common::Path::Fast { local_response_norm } else { local_response_norm_reference };
         return lrn(x, size, alpha, beta, k).map_err(|e| format!("stride refused it: {e}"));
     }
     match case.spatial_rank() {
@@ -115,22 +86,22 @@ fn pool_fixture_is_complete() {
 #[test]
 fn max_pool_matches_pytorch() {
     let fixture = Fixture::load("pool");
-    fixture.check_all(is_op("max_pool"), |fx, case| run(fx, case, Path::Fast));
-    fixture.check_all(is_op("max_pool"), |fx, case| run(fx, case, Path::Reference));
+    fixture.check_all(is_op("max_pool"), |fx, case| run(fx, case, common::Path::Fast));
+    fixture.check_all(is_op("max_pool"), |fx, case| run(fx, case, common::Path::Reference));
 }
 
 #[test]
 fn avg_pool_matches_pytorch() {
     let fixture = Fixture::load("pool");
-    fixture.check_all(is_op("avg_pool"), |fx, case| run(fx, case, Path::Fast));
-    fixture.check_all(is_op("avg_pool"), |fx, case| run(fx, case, Path::Reference));
+    fixture.check_all(is_op("avg_pool"), |fx, case| run(fx, case, common::Path::Fast));
+    fixture.check_all(is_op("avg_pool"), |fx, case| run(fx, case, common::Path::Reference));
 }
 
 #[test]
 fn adaptive_pool_matches_pytorch() {
     let fixture = Fixture::load("pool");
-    fixture.check_all(is_op("adaptive_"), |fx, case| run(fx, case, Path::Fast));
-    fixture.check_all(is_op("adaptive_"), |fx, case| run(fx, case, Path::Reference));
+    fixture.check_all(is_op("adaptive_"), |fx, case| run(fx, case, common::Path::Fast));
+    fixture.check_all(is_op("adaptive_"), |fx, case| run(fx, case, common::Path::Reference));
 }
 
 /// `global_avg_pool` is `adaptive_avg_pool` to size 1 with the rank kept, so it must give the
@@ -147,6 +118,6 @@ fn global_avg_pool_matches_pytorch() {
 #[test]
 fn local_response_norm_matches_pytorch() {
     let fixture = Fixture::load("pool");
-    fixture.check_all(is_op("local_response_norm"), |fx, case| run(fx, case, Path::Fast));
-    fixture.check_all(is_op("local_response_norm"), |fx, case| run(fx, case, Path::Reference));
+    fixture.check_all(is_op("local_response_norm"), |fx, case| run(fx, case, common::Path::Fast));
+    fixture.check_all(is_op("local_response_norm"), |fx, case| run(fx, case, common::Path::Reference));
 }

@@ -14,53 +14,24 @@
 mod common;
 
 use common::{Case, Fixture};
-use serde_json::Value;
 use stride_tensor::ops::lrn::{local_response_norm_backward, local_response_norm_backward_reference};
-use stride_tensor::ops::pool::{self, PoolSpec};
+use stride_tensor::ops::pool::{self};
 use stride_tensor::{Result, Tensor};
 
 const ABS_TOL: f32 = 1e-4;
 const REL_TOL: f32 = 1e-4;
 
-/// Which of stride's two implementations a test runs.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Path {
-    Fast,
-    Reference,
-}
-
-fn spec<const N: usize>(case: &Case) -> std::result::Result<PoolSpec<N>, String> {
-    let padding = case.usizes::<N>("padding_begin");
-    if padding != case.usizes::<N>("padding_end") {
-        return Err("asymmetric pooling padding cannot be expressed in PyTorch or stride".into());
-    }
-    // Fields an op does not take are absent from its case: PyTorch's defaults then apply.
-    let dilation = if case.get("dilation").is_some() { case.usizes::<N>("dilation") } else { [1; N] };
-    let count_include_pad = case.get("count_include_pad").is_none() || case.flag("count_include_pad");
-    let divisor_override = match case.get("divisor_override") {
-        None | Some(Value::Null) => None,
-        Some(_) => Some(case.usize("divisor_override")),
-    };
-    Ok(PoolSpec::<N>::new(case.usizes::<N>("kernel"))
-        .stride(case.usizes::<N>("stride"))
-        .padding(padding)
-        .dilation(dilation)
-        .ceil_mode(case.flag("ceil_mode"))
-        .count_include_pad(count_include_pad)
-        .divisor_override(divisor_override))
-}
-
 fn run_n<const N: usize>(
     x: &Tensor,
     dy: &Tensor,
     case: &Case,
-    path: Path,
+    path: common::Path,
 ) -> std::result::Result<Tensor, String> {
     use pool::reference as r;
-    let fast = path == Path::Fast;
+    let fast = path == common::Path::Fast;
     let op = case.op.as_str();
     let result: Result<Tensor> = if op.starts_with("max_pool") {
-        let spec = spec::<N>(case)?;
+        let spec = common::pool_spec::<N>(case)?;
         if fast {
             pool::max_pool_with_indices(x, &spec)
                 .and_then(|(_, at)| pool::max_pool_backward(x, &at, dy, &spec))
@@ -68,7 +39,7 @@ fn run_n<const N: usize>(
             r::max_pool_with_indices(x, &spec).and_then(|(_, at)| r::max_pool_backward(x, &at, dy, &spec))
         }
     } else if op.starts_with("avg_pool") {
-        let spec = spec::<N>(case)?;
+        let spec = common::pool_spec::<N>(case)?;
         if fast {
             pool::avg_pool_backward(x.dims(), dy, &spec)
         } else {
@@ -101,11 +72,11 @@ fn run_n<const N: usize>(
     result.map_err(|e| format!("stride refused it: {e}"))
 }
 
-fn run(fixture: &Fixture, case: &Case, path: Path) -> std::result::Result<Tensor, String> {
+fn run(fixture: &Fixture, case: &Case, path: common::Path) -> std::result::Result<Tensor, String> {
     let (x, dy) = (fixture.tensor(case, "input"), fixture.tensor(case, "grad_output"));
     if case.op == "local_response_norm" {
         let (size, alpha, beta, k) = (case.usize("size"), case.f32("alpha"), case.f32("beta"), case.f32("k"));
-        let backward = if path == Path::Fast {
+        let backward = if path == common::Path::Fast {
             local_response_norm_backward
         } else {
             local_response_norm_backward_reference
@@ -131,7 +102,7 @@ fn check_all(select: impl Fn(&Case) -> bool) {
     let mut failures = Vec::new();
     for case in fixture.cases.iter().filter(|c| select(c)) {
         checked += 1;
-        for path in [Path::Fast, Path::Reference] {
+        for path in [common::Path::Fast, common::Path::Reference] {
             let outcome =
                 run(&fixture, case, path).and_then(|got| compare(&got, fixture.tensor(case, "grad_input")));
             if let Err(why) = outcome {

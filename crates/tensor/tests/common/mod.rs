@@ -258,3 +258,51 @@ fn multi_index(mut flat: usize, dims: &[usize]) -> Vec<usize> {
     }
     index
 }
+
+/// Which of stride's two implementations a test runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Path {
+    Fast,
+    Reference,
+}
+
+/// The convolution a case describes. PyTorch only correlates, so for `flip` cases the generator
+/// flipped the weight itself; stride is asked for the true convolution instead.
+pub fn conv_spec<const N: usize>(case: &Case) -> stride_tensor::ops::conv::ConvSpec<N> {
+    use stride_tensor::ops::conv::{ConvSpec, KernelMode, Padding};
+    let padding = match case.get("padding") {
+        Some(serde_json::Value::String(mode)) if mode == "same" => Padding::Same,
+        Some(other) => panic!("case {}: padding = {other}, expected \"same\"", case.name),
+        None => Padding::asymmetric(case.usizes("padding_begin"), case.usizes("padding_end")),
+    };
+    let mode = if case.flag("flip") { KernelMode::Convolution } else { KernelMode::CrossCorrelation };
+    ConvSpec::new()
+        .stride(case.usizes::<N>("stride"))
+        .padding(padding)
+        .dilation(case.usizes::<N>("dilation"))
+        .groups(case.usize("groups"))
+        .mode(mode)
+}
+
+/// The pooling a case describes; fields an op does not take are absent and PyTorch's defaults
+/// apply.
+pub fn pool_spec<const N: usize>(case: &Case) -> Result<stride_tensor::ops::pool::PoolSpec<N>, String> {
+    let padding = case.usizes::<N>("padding_begin");
+    // PyTorch pools pad both sides alike; the file spells out both for uniformity with conv.
+    if padding != case.usizes::<N>("padding_end") {
+        return Err("asymmetric pooling padding cannot be expressed in PyTorch or stride".into());
+    }
+    let dilation = if case.get("dilation").is_some() { case.usizes::<N>("dilation") } else { [1; N] };
+    let count_include_pad = case.get("count_include_pad").is_none() || case.flag("count_include_pad");
+    let divisor_override = match case.get("divisor_override") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(_) => Some(case.usize("divisor_override")),
+    };
+    Ok(stride_tensor::ops::pool::PoolSpec::<N>::new(case.usizes::<N>("kernel"))
+        .stride(case.usizes::<N>("stride"))
+        .padding(padding)
+        .dilation(dilation)
+        .ceil_mode(case.flag("ceil_mode"))
+        .count_include_pad(count_include_pad)
+        .divisor_override(divisor_override))
+}
