@@ -285,8 +285,15 @@ impl Loader {
     /// `epoch`, so any epoch can be replayed on its own. With prefetching, a background thread
     /// starts building batches now; dropping the iterator stops it.
     pub fn epoch(&self, epoch: u64) -> Epoch {
-        let producer = self.producer(epoch);
-        let remaining = producer.batch_count();
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first_batch` on (0-based), the same as those
+    /// [`Loader::epoch`] yields after skipping `first_batch`, without building the skipped ones:
+    /// how a run interrupted within an epoch resumes.
+    pub fn epoch_from(&self, epoch: u64, first_batch: usize) -> Epoch {
+        let producer = self.producer(epoch, first_batch);
+        let remaining = producer.batch_count().saturating_sub(first_batch);
         if self.prefetch == 0 {
             return Epoch { source: Source::Inline(producer), remaining };
         }
@@ -297,18 +304,19 @@ impl Loader {
         let source = match spawned {
             Ok(worker) => Source::Background { receiver: Some(receiver), worker: Some(worker) },
             // No thread to be had (resource limits): the same batches, built inline.
-            Err(_) => Source::Inline(self.producer(epoch)),
+            Err(_) => Source::Inline(self.producer(epoch, first_batch)),
         };
         Epoch { source, remaining }
     }
 
-    /// The batch builder of `epoch`, positioned at its first batch.
-    fn producer(&self, epoch: u64) -> Producer {
+    /// The batch builder of `epoch`, positioned at batch `first_batch`.
+    fn producer(&self, epoch: u64, first_batch: usize) -> Producer {
         let mut order = self.shared.indices.clone();
         if self.shared.shuffle {
             order.shuffle(&mut rng_for(Stream::Shuffle, self.shared.seed, epoch, 0));
         }
-        Producer { shared: Arc::clone(&self.shared), order, epoch, next: 0 }
+        let next = first_batch.saturating_mul(self.shared.batch_size).min(order.len());
+        Producer { shared: Arc::clone(&self.shared), order, epoch, next }
     }
 }
 

@@ -136,6 +136,20 @@ fn same_seed_and_epoch_give_identical_batches() {
     assert_eq!(uninterrupted[3], collect(&b, 3));
 }
 
+/// Resuming within an epoch: the batches from batch k on are those of the whole epoch after k,
+/// with or without prefetching, and a start past the end yields nothing.
+#[test]
+fn an_epoch_resumes_from_any_batch() {
+    for prefetch in [0, 2] {
+        let loader = loader(30, 4, true, false, augment()).prefetch(prefetch);
+        let whole = collect(&loader, 2);
+        for first in [0, 1, 5, 7, 8, 20] {
+            let rest: Vec<Batch> = loader.epoch_from(2, first).collect::<Result<_, _>>().unwrap();
+            assert_eq!(rest, whole[first.min(whole.len())..], "from batch {first}");
+        }
+    }
+}
+
 #[test]
 fn different_epochs_and_seeds_give_different_orders() {
     let a = loader(30, 4, true, false, Pipeline::new());

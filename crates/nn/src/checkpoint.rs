@@ -64,11 +64,17 @@ pub fn save(module: &mut dyn Module, path: &Path, metadata: HashMap<String, Stri
     }
     let bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| Error::invalid("checkpoint", format!("cannot encode {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Writes `bytes` to `path` so that a reader sees either the old file or the whole new one: they
+/// go to `path.tmp` in the same directory, are synced, then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".tmp");
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)
     };
@@ -76,6 +82,62 @@ pub fn save(module: &mut dyn Module, path: &Path, metadata: HashMap<String, Stri
         let _ = std::fs::remove_file(&tmp);
         io_error(path, "write", e)
     })
+}
+
+/// Saves named f32 tensors (an optimiser's state, say) to `path` atomically.
+pub fn save_tensors(
+    tensors: &BTreeMap<String, Tensor>,
+    path: &Path,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<(&String, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, t)| (name, t.data().iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, t), (_, data)) in tensors.iter().zip(&bytes) {
+        let view = TensorView::new(Dtype::F32, t.dims().to_vec(), data)
+            .map_err(|e| Error::invalid("checkpoint", format!("tensor {name}: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::invalid("checkpoint", format!("cannot encode {}: {e}", path.display())))?;
+    write_atomic(path, &bytes)
+}
+
+/// Reads every tensor of a safetensors file as f32 (64-bit integers, such as PyTorch's batch
+/// counters, are converted), with the file's metadata.
+pub fn load_tensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, "read", e))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
+        Error::invalid("checkpoint", format!("{} is not a safetensors file: {e}", path.display()))
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::invalid("checkpoint", format!("{}: unreadable header: {e}", path.display())))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in file.tensors() {
+        let values = match view.dtype() {
+            Dtype::F32 => {
+                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            Dtype::I64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+                .collect(),
+            other => {
+                return Err(Error::invalid(
+                    "checkpoint",
+                    format!(
+                        "{}: tensor {name} is stored as {other:?}; stride reads F32 and I64",
+                        path.display()
+                    ),
+                ));
+            }
+        };
+        out.insert(name, Tensor::new(view.shape().to_vec(), values)?);
+    }
+    Ok((out, header.metadata().clone().unwrap_or_default()))
 }
 
 /// Loads the tensors of `path` into the module by name. Every parameter and buffer must be in
@@ -190,6 +252,10 @@ mod tests {
         drop(buffers);
         save(&mut a, &path, HashMap::from([("epoch".to_string(), "3".to_string())])).unwrap();
         assert!(!dir.join("model.safetensors.tmp").exists());
+        let (tensors, _) = load_tensors(&path).unwrap();
+        let optimizer_path = dir.join("optimizer.safetensors");
+        save_tensors(&tensors, &optimizer_path, HashMap::new()).unwrap();
+        assert_eq!(load_tensors(&optimizer_path).unwrap().0, tensors);
         let mut b = net(5.0);
         let metadata = load(&mut b, &path).unwrap();
         assert_eq!(metadata["epoch"], "3");
