@@ -53,53 +53,63 @@ pub fn parameter_count(module: &mut dyn Module) -> usize {
     named_parameters(module).iter().map(|(_, v)| v.value().numel()).sum()
 }
 
-/// Layers applied in order, named `0`, `1`, … as `torch.nn.Sequential`.
+/// Layers applied in order, named `0`, `1`, … as `torch.nn.Sequential`, or by given names as
+/// `Sequential(OrderedDict(...))`.
 pub struct Sequential {
-    layers: Vec<Box<dyn Module>>,
+    layers: Vec<(String, Box<dyn Module>)>,
 }
 
 impl Sequential {
     pub fn new(layers: Vec<Box<dyn Module>>) -> Self {
-        Sequential { layers }
+        Sequential { layers: layers.into_iter().enumerate().map(|(i, l)| (i.to_string(), l)).collect() }
     }
 
-    pub fn layers(&self) -> &[Box<dyn Module>] {
-        &self.layers
+    /// Layers with names (`conv1`, `fc1`): their parameters are `conv1.weight`, ….
+    pub fn named(layers: Vec<(&str, Box<dyn Module>)>) -> Self {
+        Sequential { layers: layers.into_iter().map(|(n, l)| (n.to_string(), l)).collect() }
+    }
+
+    /// The layers with their names, in order.
+    pub fn layers(&self) -> impl Iterator<Item = (&str, &dyn Module)> {
+        self.layers.iter().map(|(n, l)| (n.as_str(), l.as_ref()))
     }
 }
 
 impl Module for Sequential {
     fn describe(&self) -> String {
-        let inner: Vec<String> =
-            self.layers.iter().enumerate().map(|(i, l)| format!("  ({i}): {}", l.describe())).collect();
+        let inner: Vec<String> = self
+            .layers
+            .iter()
+            .map(|(name, l)| format!("  ({name}): {}", l.describe().replace('\n', "\n  ")))
+            .collect();
         format!("Sequential(\n{}\n)", inner.join("\n"))
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
         let mut h = x.clone();
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            h = layer.forward(&h, mode).map_err(|e| e.within(&i.to_string()))?;
+        for (name, layer) in self.layers.iter_mut() {
+            h = layer.forward(&h, mode).map_err(|e| e.within(name))?;
         }
         Ok(h)
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         let mut shape = input.to_vec();
-        for (i, layer) in self.layers.iter().enumerate() {
-            shape = layer.output_shape(&shape).map_err(|e| e.within(&i.to_string()))?;
+        for (name, layer) in &self.layers {
+            shape = layer.output_shape(&shape).map_err(|e| e.within(name))?;
         }
         Ok(shape)
     }
 
     fn parameters<'a>(&'a mut self, prefix: &str, out: &mut Vec<NamedVar<'a>>) {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.parameters(&join(prefix, &i.to_string()), out);
+        for (name, layer) in self.layers.iter_mut() {
+            layer.parameters(&join(prefix, name), out);
         }
     }
 
     fn buffers<'a>(&'a mut self, prefix: &str, out: &mut Vec<NamedBuffer<'a>>) {
-        for (i, layer) in self.layers.iter_mut().enumerate() {
-            layer.buffers(&join(prefix, &i.to_string()), out);
+        for (name, layer) in self.layers.iter_mut() {
+            layer.buffers(&join(prefix, name), out);
         }
     }
 }
