@@ -25,6 +25,10 @@ enum Cli {
     Filter(commands::filter::Args),
     Shape(commands::shape::Args),
     Bench(commands::bench::Args),
+    Train(commands::train::Args),
+    Eval(commands::eval::Args),
+    Predict(commands::predict::Args),
+    Models(commands::models::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,10 @@ fn main() -> ExitCode {
         Cli::Filter(args) => commands::filter::run(&args, &mut out),
         Cli::Shape(args) => commands::shape::run(&args, &mut out),
         Cli::Bench(args) => commands::bench::run(&args, &mut out),
+        Cli::Train(args) => commands::train::run(&args, &mut out),
+        Cli::Eval(args) => commands::eval::run(&args, &mut out),
+        Cli::Predict(args) => commands::predict::run(&args, &mut out),
+        Cli::Models(args) => commands::models::run(&args, &mut out),
     };
     match result.and_then(|()| Ok(out.flush()?)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -42,6 +50,7 @@ fn main() -> ExitCode {
         Err(e) if e.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) => {
             ExitCode::SUCCESS
         }
+        Err(e) if e.downcast_ref::<commands::Interrupted>().is_some() => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

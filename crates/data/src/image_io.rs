@@ -80,7 +80,47 @@ impl Default for SaveOptions {
 /// The extension must be one of [`SUPPORTED_EXTENSIONS`]; the content decides the decoder, so a
 /// PNG saved as `.jpg` still loads.
 pub fn load_image(path: impl AsRef<Path>) -> Result<Tensor> {
+    to_tensor(&decode(path.as_ref())?)
+}
+
+/// Reads a PNG or JPEG of any size as a network's input: `[channels, height, width]` in [0, 1],
+/// resized with a triangle filter (bilinear, antialiased when shrinking, as PIL's `resize` and
+/// torchvision's `Resize(antialias=True)`). One channel is grey by ITU-R 601 luma
+/// (0.299 R + 0.587 G + 0.114 B, PIL's `convert("L")`); three are R, G, B.
+pub fn load_image_for_model(
+    path: impl AsRef<Path>,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Tensor> {
     let path = path.as_ref();
+    if !matches!(channels, 1 | 3) || height == 0 || width == 0 || height > 1 << 16 || width > 1 << 16 {
+        return Err(Error::ImageShape {
+            path: path.to_path_buf(),
+            shape: format!("[{channels}, {height}, {width}]"),
+            expected: "1 or 3 channels and a size from 1×1 to 65536×65536".into(),
+        });
+    }
+    let rgb = decode(path)?.to_rgb8();
+    let (h, w) = (height as u32, width as u32);
+    let resized = image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle);
+    let plane = height * width;
+    let mut data = vec![0f32; channels * plane];
+    for (i, pixel) in resized.pixels().enumerate() {
+        let [r, g, b] = pixel.0.map(|v| v as f32 / 255.0);
+        if channels == 1 {
+            data[i] = 0.299 * r + 0.587 * g + 0.114 * b;
+        } else {
+            data[i] = r;
+            data[plane + i] = g;
+            data[2 * plane + i] = b;
+        }
+    }
+    Ok(Tensor::new(vec![channels, height, width], data)?)
+}
+
+/// Decodes a PNG or JPEG, with errors naming the file.
+fn decode(path: &Path) -> Result<DynamicImage> {
     let format = Format::from_path(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::read(path, e))?;
     let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
@@ -90,8 +130,7 @@ pub fn load_image(path: impl AsRef<Path>) -> Result<Tensor> {
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format.image_format());
     let reader = reader.with_guessed_format().map_err(|e| corrupt(e.to_string()))?;
-    let img = reader.decode().map_err(|e| corrupt(e.to_string()))?;
-    to_tensor(&img)
+    reader.decode().map_err(|e| corrupt(e.to_string()))
 }
 
 /// Writes a `[C, H, W]` tensor (C = 1 or 3) as an 8-bit PNG or JPEG, chosen by the extension.

@@ -270,6 +270,11 @@ impl Loader {
         self
     }
 
+    /// The number of examples an epoch goes through (before `drop_last`).
+    pub fn example_count(&self) -> usize {
+        self.shared.indices.len()
+    }
+
     /// The number of batches in every epoch.
     pub fn batches_per_epoch(&self) -> usize {
         let s = &self.shared;

@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use stride_data::Error;
-use stride_data::image_io::{BitDepth, SaveOptions, load_image, save_image, save_image_with};
+use stride_data::image_io::{
+    BitDepth, SaveOptions, load_image, load_image_for_model, save_image, save_image_with,
+};
 use stride_tensor::Tensor;
 
 /// A `[C, H, W]` tensor whose values are exact multiples of `1/max`, so quantising is lossless.
@@ -233,4 +235,25 @@ fn writing_into_a_missing_folder_names_the_file() {
     let path = dir.path().join("no_such_folder").join("out.png");
     let err = save_image(&path, &ramp(1, 2, 2, 255.0)).unwrap_err();
     assert!(err.to_string().starts_with(&format!("{}: cannot write: ", path.display())), "{err}");
+}
+
+/// A model's input from any picture: a flat colour stays flat through the resize, grey is
+/// PIL's luma, and an impossible target size is an error naming the file.
+#[test]
+fn images_for_a_model_are_resized_and_converted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flat.png");
+    // R = 200/255, G = 100/255, B = 50/255 everywhere, 40×30.
+    let rgb = Tensor::from_fn([3, 30, 40], |i| [200.0, 100.0, 50.0][i[0]] / 255.0).unwrap();
+    save_image(&path, &rgb).unwrap();
+    let grey = load_image_for_model(&path, 1, 28, 28).unwrap();
+    assert_eq!(grey.dims(), &[1, 28, 28]);
+    let luma = (0.299 * 200.0 + 0.587 * 100.0 + 0.114 * 50.0) / 255.0;
+    assert!(grey.data().iter().all(|v| (v - luma).abs() < 1e-5), "{:?}", &grey.data()[..3]);
+    let colour = load_image_for_model(&path, 3, 7, 9).unwrap();
+    assert_eq!(colour.dims(), &[3, 7, 9]);
+    assert!((colour.data()[0] - 200.0 / 255.0).abs() < 1e-6);
+    assert!((colour.data()[63] - 100.0 / 255.0).abs() < 1e-6);
+    let err = load_image_for_model(&path, 2, 28, 28).unwrap_err().to_string();
+    assert!(err.contains("flat.png") && err.contains("1 or 3 channels"), "{err}");
 }

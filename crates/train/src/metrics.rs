@@ -107,7 +107,8 @@ impl ConfusionMatrix {
     /// and each class's accuracy at the end of its row.
     pub fn render(&self, names: &[&str]) -> String {
         let name = |c: usize| names.get(c).copied().unwrap_or("?");
-        let label_width = (0..self.classes).map(|c| name(c).len()).max().unwrap_or(0).max("true \\ predicted".len());
+        let label_width =
+            (0..self.classes).map(|c| name(c).len()).max().unwrap_or(0).max("true \\ predicted".len());
         let cell = self.counts.iter().max().map_or(1, |m| m.to_string().len()).max(4);
         let mut out = format!("{:<label_width$}", "true \\ predicted");
         for c in 0..self.classes {

@@ -70,8 +70,16 @@ mod tests {
         assert_eq!(
             names,
             [
-                "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc1.weight", "fc1.bias",
-                "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"
+                "conv1.weight",
+                "conv1.bias",
+                "conv2.weight",
+                "conv2.bias",
+                "fc1.weight",
+                "fc1.bias",
+                "fc2.weight",
+                "fc2.bias",
+                "fc3.weight",
+                "fc3.bias"
             ]
         );
         let mut b = lenet5(&options).unwrap();

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 const LONG_ABOUT: &str = "\
 Measure stride's kernels on real layers.
@@ -73,14 +73,7 @@ struct ConvArgs {
 pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     match &args.what {
         What::Conv(conv_args) => {
-            if let Some(threads) = conv_args.threads {
-                anyhow::ensure!(threads > 0, "--threads must be at least 1");
-                // The process runs one benchmark, so the global pool is the one to size.
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build_global()
-                    .context("cannot size the thread pool")?;
-            }
+            super::set_threads(conv_args.threads)?;
             run_conv(conv_args, out)
         }
     }
