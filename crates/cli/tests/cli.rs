@@ -3,32 +3,12 @@
 //! `conv1d` output is compared whole, so a change to it is reviewed like code.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use stride_data::image_io::{load_image, save_image};
 use stride_tensor::Tensor;
 
-fn stride(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stride")).args(args).output().expect("the stride binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).expect("stdout is UTF-8")
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).expect("stderr is UTF-8")
-}
-
-/// Exit code 1 with one `error: ...` message containing `needle`, and no panic.
-fn assert_fails_with(output: &Output, needle: &str) {
-    let err = stderr(output);
-    assert_eq!(output.status.code(), Some(1), "stderr: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(output.stdout.is_empty(), "nothing on stdout after an error: {}", stdout(output));
-}
+mod common;
+use common::{assert_fails_with, stderr, stdout, stride};
 
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")

@@ -1,10 +1,7 @@
 //! End-to-end tests of `stride shape` and `stride bench conv`, running the built binary.
 
-use std::process::{Command, Output};
-
-fn stride(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stride")).args(args).output().expect("the stride binary runs")
-}
+mod common;
+use common::stride;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

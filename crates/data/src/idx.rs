@@ -51,6 +51,14 @@ pub struct IdxLabels {
 }
 
 impl IdxImages {
+    /// The file's bytes, raw (uncompressed) IDX: what [`read_images`] reads back.
+    pub fn encode(&self) -> Vec<u8> {
+        let header = [IMAGES_MAGIC, self.count as u32, self.rows as u32, self.cols as u32];
+        let mut bytes: Vec<u8> = header.iter().flat_map(|w| w.to_be_bytes()).collect();
+        bytes.extend_from_slice(&self.pixels);
+        bytes
+    }
+
     /// The images as a `[N, 1, R, C]` tensor in [0, 1].
     pub fn to_tensor(&self) -> Result<Tensor> {
         let data = self.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
@@ -59,6 +67,14 @@ impl IdxImages {
 }
 
 impl IdxLabels {
+    /// The file's bytes, raw (uncompressed) IDX: what [`read_labels`] reads back.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes: Vec<u8> =
+            [LABELS_MAGIC, self.labels.len() as u32].iter().flat_map(|w| w.to_be_bytes()).collect();
+        bytes.extend_from_slice(&self.labels);
+        bytes
+    }
+
     /// The labels as class indices.
     pub fn to_indices(&self) -> Vec<usize> {
         self.labels.iter().map(|&l| usize::from(l)).collect()

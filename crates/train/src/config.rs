@@ -114,7 +114,7 @@ pub struct RunConfig {
     pub validation: usize,
     /// Use only the first this many training images (after the validation split); `None`: all.
     pub train_subset: Option<usize>,
-    /// Random crop (padding 2) and, for Fashion-MNIST, horizontal flip.
+    /// Fashion-MNIST: random horizontal flip; MNIST: random crop with padding 2.
     pub augment: bool,
 }
 

@@ -92,23 +92,34 @@ pub struct Args {
 }
 
 impl Args {
-    /// The options that define a run, which a resumed run takes from its checkpoint.
-    fn run_options_given(&self) -> Vec<&'static str> {
-        let given = [
-            ("MODEL", self.model.is_some()),
-            ("--dataset", self.dataset.is_some()),
-            ("--batch-size", self.batch_size.is_some()),
-            ("--optimizer", self.optimizer.is_some()),
-            ("--lr", self.lr.is_some()),
-            ("--momentum", self.momentum.is_some()),
-            ("--weight-decay", self.weight_decay.is_some()),
-            ("--schedule", self.schedule.is_some()),
-            ("--seed", self.seed.is_some()),
-            ("--validation", self.validation.is_some()),
-            ("--train-subset", self.train_subset.is_some()),
-            ("--no-augment", self.no_augment),
-        ];
-        given.into_iter().filter(|(_, g)| *g).map(|(name, _)| name).collect()
+    /// The options given that differ from the saved run's settings, which a resumed run keeps:
+    /// `--lr 0.1 (the run has 0.05)`. Repeating the original command with `--resume` is fine.
+    fn conflicts_with(&self, saved: &RunConfig) -> Vec<String> {
+        fn differs<T: PartialEq + std::fmt::Display>(
+            name: &str,
+            given: Option<T>,
+            saved: T,
+        ) -> Option<String> {
+            given.filter(|g| *g != saved).map(|g| format!("{name} {g} (the run has {saved})"))
+        }
+        let o = &saved.optimizer;
+        [
+            differs("MODEL", self.model.as_deref(), saved.model.as_str()),
+            differs("--dataset", self.dataset.as_deref(), saved.dataset.as_str()),
+            differs("--batch-size", self.batch_size, saved.batch_size),
+            differs("--optimizer", self.optimizer.as_deref(), o.kind.as_str()),
+            differs("--lr", self.lr, o.lr),
+            differs("--momentum", self.momentum, o.momentum),
+            differs("--weight-decay", self.weight_decay, o.weight_decay),
+            differs("--schedule", self.schedule.as_deref(), saved.schedule.as_str()),
+            differs("--seed", self.seed, saved.seed),
+            differs("--validation", self.validation, saved.validation),
+            differs("--train-subset", self.train_subset, saved.train_subset.unwrap_or(0)),
+            differs("--no-augment", self.no_augment.then_some(true), !saved.augment),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     fn config(&self) -> Result<RunConfig> {
@@ -160,16 +171,16 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     set_threads(args.threads)?;
     let (mut trainer, dir) = match &args.resume {
         Some(dir) => {
-            let given = args.run_options_given();
-            if !given.is_empty() {
+            let trainer = Trainer::resume(dir, args.epochs)?;
+            let conflicts = args.conflicts_with(trainer.config());
+            if !conflicts.is_empty() {
                 bail!(
                     "{} cannot change when resuming: the run keeps the settings saved in {}; \
                      only --epochs, --data, --threads and --quiet apply",
-                    given.join(", "),
+                    conflicts.join(", "),
                     dir.join(CHECKPOINT_FILE).display()
                 );
             }
-            let trainer = Trainer::resume(dir, args.epochs)?;
             (trainer, dir.clone())
         }
         None => {

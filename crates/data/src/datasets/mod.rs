@@ -12,6 +12,7 @@
 
 pub mod discovery;
 pub mod download;
+pub mod synthetic;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

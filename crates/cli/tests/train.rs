@@ -1,0 +1,113 @@
+//! `stride train`, `eval`, `predict` and `models` end to end, on a synthetic data set in MNIST's
+//! format that the test writes (so no download and no installed data set is needed).
+
+use std::path::Path;
+
+use stride_data::datasets::synthetic::write_stripes;
+use stride_data::image_io::save_image;
+use stride_tensor::Tensor;
+
+mod common;
+use common::{assert_fails_with, stderr, stdout, stride};
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+#[test]
+fn train_then_eval_then_predict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("digits");
+    write_stripes(&data, 200, 50, 5).unwrap();
+    let run = tmp.path().join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--dataset", "mnist", "--data", s(&data), "--threads", "1", "--quiet"];
+        args.extend_from_slice(extra);
+        stride(&args)
+    };
+    let out = train(&["--epochs", "1", "--batch-size", "25", "--validation", "50", "--out", s(&run)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("model: lenet5 (61706 parameters), 150 training / 50 validation images"), "{text}");
+    assert!(text.contains("epoch   1  lr 0.05"), "{text}");
+    assert!(text.contains("test accuracy after 1 epochs:"), "{text}");
+    for file in
+        ["checkpoint.json", "metrics.csv", "curves.png", "best.safetensors", "weights-e001.safetensors"]
+    {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+
+    // The same --out again: refused, nothing overwritten.
+    let again = train(&["--epochs", "1", "--out", s(&run)]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("already holds a run (after epoch 1 of 1); continue it with --resume"));
+    // Resuming keeps the saved settings.
+    let changed = stride(&["train", "--resume", s(&run), "--lr", "0.1", "--seed", "3"]);
+    assert_fails_with(
+        &changed,
+        "--lr 0.1 (the run has 0.05), --seed 3 (the run has 42) cannot change when resuming",
+    );
+    // Extending the run by one epoch.
+    let resumed = train(&["--resume", s(&run), "--epochs", "2"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(stdout(&resumed).contains("resuming"), "{}", stdout(&resumed));
+    assert!(stdout(&resumed).contains("epoch   2  lr 0.05"), "{}", stdout(&resumed));
+    assert_eq!(std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 3);
+
+    let eval = stride(&["eval", s(&run), "--data", s(&data), "--threads", "1"]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let text = stdout(&eval);
+    assert!(text.contains("test set: mnist (50 images)"), "{text}");
+    assert!(text.contains("true \\ predicted"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with('%') && l.starts_with(char::is_numeric)).count(),
+        10,
+        "{text}"
+    );
+
+    // A bar on row 3 + 2·4 of a black 56×40 picture: class 4 at any size.
+    let picture = tmp.path().join("four.png");
+    let image =
+        Tensor::from_fn([1, 56, 40], |i| if (22..26).contains(&i[1]) && i[2] > 4 { 1.0 } else { 0.0 })
+            .unwrap();
+    save_image(&picture, &image).unwrap();
+    let predict = stride(&["predict", s(&run.join("best.safetensors")), s(&picture), "--top", "2"]);
+    assert!(predict.status.success(), "{}", stderr(&predict));
+    let text = stdout(&predict);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(text.lines().nth(1).unwrap().trim_start().contains("% "), "{text}");
+
+    let not_an_image = tmp.path().join("notes.png");
+    std::fs::write(&not_an_image, "hello").unwrap();
+    assert_fails_with(&stride(&["predict", s(&run), s(&not_an_image)]), "notes.png");
+}
+
+#[test]
+fn bad_runs_are_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert_fails_with(&stride(&["train", "--dataset", "cifar"]), "cifar");
+    assert_fails_with(
+        &stride(&["train", "resnet9000"]),
+        "no model called \"resnet9000\"; the zoo has: lenet5",
+    );
+    assert_fails_with(
+        &stride(&["train", "--resume", s(tmp.path())]),
+        "has no checkpoint.json: it is not a stride run directory",
+    );
+    assert_fails_with(
+        &stride(&["eval", s(&tmp.path().join("missing"))]),
+        "does not exist; give a run directory",
+    );
+    assert_fails_with(
+        &stride(&["train", "--schedule", "sometimes", "--out", s(&tmp.path().join("r"))]),
+        "unknown schedule",
+    );
+}
+
+#[test]
+fn models_lists_the_zoo() {
+    let out = stride(&["models"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("lenet5"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("61706"), "{}", stdout(&out));
+}
