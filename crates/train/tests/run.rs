@@ -81,7 +81,7 @@ fn resumed_runs_reach_the_same_weights_as_an_uninterrupted_one() {
     let want_history = scores(trainer.history());
     assert_eq!(want_history.len(), 3);
     // step:2 divides the rate by 10 for epoch 3.
-    assert!((want_history[2].1 - 0.002).abs() < 1e-9, "{want_history:?}");
+    assert!((want_history[2].lr - 0.002).abs() < 1e-9, "{want_history:?}");
 
     // Interrupted in the middle of epoch 2 (after 8 + 3 batches), then resumed.
     let interrupted = tmp.path().join("interrupted");
