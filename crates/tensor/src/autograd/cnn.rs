@@ -3,7 +3,7 @@
 
 use super::{Backward, Var};
 use crate::error::Result;
-use crate::ops::conv::{ConvSpec, conv as conv_kernel, conv_backward};
+use crate::ops::conv::{ConvParamGrads, ConvSpec, conv as conv_kernel, conv_backward, conv_backward_params};
 use crate::ops::lrn::{local_response_norm as lrn_kernel, local_response_norm_backward};
 use crate::ops::pool::{self, PoolSpec};
 use crate::tensor::Tensor;
@@ -18,8 +18,15 @@ impl<const N: usize> Backward for ConvBackward<N> {
     }
 
     fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
-        let grads = conv_backward(inputs[0].value(), inputs[1].value(), grad, &self.spec)?;
-        let mut out = vec![Some(grads.input), Some(grads.weight)];
+        let (x, w) = (inputs[0].value(), inputs[1].value());
+        // A first layer's input is data: its gradient would be computed only to be dropped.
+        let (input, grads) = if inputs[0].requires_grad() {
+            let all = conv_backward(x, w, grad, &self.spec)?;
+            (Some(all.input), ConvParamGrads { weight: all.weight, bias: all.bias })
+        } else {
+            (None, conv_backward_params(x, w, grad, &self.spec)?)
+        };
+        let mut out = vec![input, Some(grads.weight)];
         if inputs.len() == 3 {
             out.push(Some(grads.bias));
         }

@@ -436,19 +436,32 @@ pub struct ConvGrads {
     pub bias: Tensor,
 }
 
-/// A backward kernel: geometry, input, weights (already flipped if asked), `dy` → `(dx, dw, db)`.
-type BackwardKernel = fn(&ConvGeometry, &[f32], &[f32], &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>);
+/// The gradients of a convolution with respect to its parameters only, for a layer whose input
+/// needs none (a network's first layer reads the images).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvParamGrads {
+    /// `dw [C_out, C_in/G, *F]`, as in [`ConvGrads::weight`].
+    pub weight: Tensor,
+    /// `db [C_out]`, as in [`ConvGrads::bias`].
+    pub bias: Tensor,
+}
+
+/// A backward kernel: geometry, input, weights (already flipped if asked), `dy`, whether `dx` is
+/// wanted → `(dx, dw, db)`; `dx` is empty when it was not wanted.
+type BackwardKernel = fn(&ConvGeometry, &[f32], &[f32], &[f32], bool) -> (Vec<f32>, Vec<f32>, Vec<f32>);
 
 /// Validates the operands and `dy`, and runs a backward kernel. For [`KernelMode::Convolution`]
 /// the forward correlates with the flipped kernel, so the kernel sees the flipped weights and the
-/// gradient it returns is flipped back onto the weights as given.
+/// gradient it returns is flipped back onto the weights as given. Returns `dx` (`None` unless
+/// `want_input`), `dw` and `db`.
 fn run_backward<const N: usize>(
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
     spec: &ConvSpec<N>,
     kernel: BackwardKernel,
-) -> Result<ConvGrads> {
+    want_input: bool,
+) -> Result<(Option<Tensor>, ConvParamGrads)> {
     let g = spec.geometry(x.dims(), w.dims())?;
     let output = g.output_shape();
     if dy.dims() != output.dims() {
@@ -463,18 +476,25 @@ fn run_backward<const N: usize>(
         ));
     }
     let (dx, dw, db) = match spec.mode {
-        KernelMode::CrossCorrelation => kernel(&g, x.data(), w.data(), dy.data()),
+        KernelMode::CrossCorrelation => kernel(&g, x.data(), w.data(), dy.data(), want_input),
         KernelMode::Convolution => {
             let flipped = flip_kernel(w.data(), g.kernel_volume());
-            let (dx, dw_flipped, db) = kernel(&g, x.data(), &flipped, dy.data());
+            let (dx, dw_flipped, db) = kernel(&g, x.data(), &flipped, dy.data(), want_input);
             (dx, flip_kernel(&dw_flipped, g.kernel_volume()), db)
         }
     };
-    Ok(ConvGrads {
-        input: Tensor::from_parts(g.input_shape(), dx),
+    let params = ConvParamGrads {
         weight: Tensor::from_parts(g.weight_shape(), dw),
         bias: Tensor::from_parts(Shape::new(vec![g.out_channels]), db),
-    })
+    };
+    Ok((want_input.then(|| Tensor::from_parts(g.input_shape(), dx)), params))
+}
+
+/// `dx` of a backward run that asked for it.
+fn with_input((dx, params): (Option<Tensor>, ConvParamGrads), x: &Tensor) -> ConvGrads {
+    // `run_backward` returns `Some` whenever `want_input` is true; the fallback is never taken.
+    let input = dx.unwrap_or_else(|| Tensor::from_parts(x.shape().clone(), vec![0.0; x.numel()]));
+    ConvGrads { input, weight: params.weight, bias: params.bias }
 }
 
 /// The gradients of [`conv`] with the fast kernels: `x` and `w` as in the forward, `dy` of the
@@ -497,7 +517,18 @@ pub fn conv_backward<const N: usize>(
     dy: &Tensor,
     spec: &ConvSpec<N>,
 ) -> Result<ConvGrads> {
-    run_backward(x, w, dy, spec, fast::backward)
+    Ok(with_input(run_backward(x, w, dy, spec, fast::backward, true)?, x))
+}
+
+/// The weight and bias gradients of [`conv`] without the input's, with the fast kernels: what
+/// backpropagation needs at a layer whose input is data, where `dx` would be thrown away.
+pub fn conv_backward_params<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    spec: &ConvSpec<N>,
+) -> Result<ConvParamGrads> {
+    Ok(run_backward(x, w, dy, spec, fast::backward, false)?.1)
 }
 
 /// The same gradients from the plain loops of [`reference`]; slow, kept to define and test.
@@ -507,5 +538,5 @@ pub fn conv_backward_reference<const N: usize>(
     dy: &Tensor,
     spec: &ConvSpec<N>,
 ) -> Result<ConvGrads> {
-    run_backward(x, w, dy, spec, reference::backward)
+    Ok(with_input(run_backward(x, w, dy, spec, reference::backward, true)?, x))
 }

@@ -57,7 +57,14 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> 
 /// that follows from its definition: every product `w[k, c, f] · x[n, c, s]` that fed `y[n, k, o]`
 /// sends `dy[n, k, o]·w[k, c, f]` to `dx[n, c, s]` and `dy[n, k, o]·x[n, c, s]` to `dw[k, c, f]`;
 /// the bias sends `dy[n, k, o]` to `db[k]`. Taps in the padding feed nothing and receive nothing.
-pub fn backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// `want_input` is ignored: the reference always computes all three.
+pub fn backward(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    _want_input: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [id, ih, iw] = g.input;
     let [kd, kh, kw] = g.kernel;
     let [od, oh, ow] = g.output;

@@ -287,8 +287,10 @@ fn fast_matches_reference_on_multi_tile_layers() {
 
 #[test]
 fn one_thread_and_many_threads_agree_bitwise() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 4] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 6] = [
         ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
+        ([21, 1, 28, 28], [6, 1, 5, 5], ConvSpec::new().padding(2)),
         // A single image with few tiles: the GEMM itself is spread over the threads.
         ([1, 64, 7, 7], [64, 64, 3, 3], ConvSpec::new().padding(1)),
         ([1, 256, 14, 14], [64, 256, 1, 1], ConvSpec::new()),
@@ -357,6 +359,9 @@ fn run_backward_case<const N: usize>(c: &Case, mode: KernelMode, seed: u64) {
     let reference = conv_backward_reference(&x, &w, &dy, &spec).unwrap();
     let terms = (c.cout_g * c.kernel.iter().product::<usize>()).max(dy.numel());
     assert_grads_close(&fast, &reference, terms, &format!("{c:?} {mode:?}"));
+    // Without dx, the same parameter gradients, bit for bit.
+    let params = conv_backward_params(&x, &w, &dy, &spec).unwrap();
+    assert_eq!((params.weight, params.bias), (fast.weight, fast.bias), "{c:?} {mode:?}");
 }
 
 proptest! {
@@ -375,10 +380,14 @@ proptest! {
 
 /// Shapes with more positions than one backward tile (1024), so the sums over tiles and the
 /// scatter of several tiles onto one image are exercised, with strided, grouped, depthwise and
-/// 1×1 cases and enough channels to split the weight gradient into several tasks.
+/// 1×1 cases and enough channels to split the weight gradient into several tasks; and small maps
+/// with batches that put several images into one GEMM, with a partial last batch of images.
 #[test]
 fn fast_backward_matches_reference_on_multi_tile_layers() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 6] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 8] = [
+        // LeNet's conv2: 10×10 outputs, 10 images per GEMM, 37 = 3·10 + 7 images.
+        ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
+        ([19, 4, 9, 9], [6, 2, 3, 3], ConvSpec::new().groups(2).padding(1)),
         ([2, 8, 40, 40], [16, 8, 3, 3], ConvSpec::new().padding(1)),
         // 20 channels of 3×3 taps: weight-gradient tasks of 8, 8 and 4 channels.
         ([2, 20, 34, 34], [6, 20, 3, 3], ConvSpec::new().padding(1)),
@@ -399,8 +408,10 @@ fn fast_backward_matches_reference_on_multi_tile_layers() {
 
 #[test]
 fn backward_one_thread_and_two_threads_agree_bitwise() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 4] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 6] = [
         ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
+        ([21, 1, 28, 28], [6, 1, 5, 5], ConvSpec::new().padding(2)),
         ([1, 64, 7, 7], [64, 64, 3, 3], ConvSpec::new().padding(1)),
         ([2, 16, 40, 40], [8, 16, 1, 1], ConvSpec::new()),
         ([3, 6, 17, 17], [6, 1, 3, 3], ConvSpec::new().groups(6).stride(2)),

@@ -985,3 +985,23 @@ fn backward_of_an_input_too_large_to_allocate_is_an_error() {
         format!("shape: invalid argument: [4, 1, {wide}] has more elements than fit in memory")
     );
 }
+
+/// The 2×2 stride-2 fast path against the reference: odd sizes whose last row and column no
+/// window reaches, ties (the first tap wins), NaN (the last one wins), a 3D [1, 2, 2] window, and
+/// the indices the backward uses.
+#[test]
+fn plain_2x2_max_pool_matches_the_reference_with_ties_and_nan() {
+    let values = [3.0, 3.0, -1.0, f32::NAN, 0.5, 3.0, f32::NAN, 2.0, -0.0, 0.0];
+    let x = Tensor::from_fn([2, 3, 7, 9], |i| values[(i[0] * 7 + i[1] * 5 + i[2] * 3 + i[3]) % values.len()])
+        .unwrap();
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    let spec = PoolSpec::<2>::new(2);
+    let (fast, fast_at) = max_pool_with_indices(&x, &spec).unwrap();
+    let (slow, slow_at) = reference::max_pool_with_indices(&x, &spec).unwrap();
+    assert_eq!((bits(&fast), fast_at), (bits(&slow), slow_at));
+    let x3 = x.reshape(&[2, 1, 3, 7, 9]).unwrap();
+    let spec3 = PoolSpec::<3>::new([1, 2, 2]);
+    let (fast, fast_at) = max_pool_with_indices(&x3, &spec3).unwrap();
+    let (slow, slow_at) = reference::max_pool_with_indices(&x3, &spec3).unwrap();
+    assert_eq!((bits(&fast), fast_at), (bits(&slow), slow_at));
+}
