@@ -13,8 +13,3 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use shape::Shape;
 pub use tensor::Tensor;
-
-/// The README's library example is compiled and run as a doc test, so it cannot go stale.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-pub struct ReadmeDoctests;

@@ -28,3 +28,8 @@ pub mod trainer;
 pub use config::{OptimizerConfig, RunConfig};
 pub use error::{Error, Result};
 pub use trainer::{Outcome, Trainer, evaluate};
+
+/// The README's Rust examples compile and run as doctests here, the crate that sees every other.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
