@@ -111,3 +111,45 @@ fn models_lists_the_zoo() {
     assert!(stdout(&out).contains("lenet5"), "{}", stdout(&out));
     assert!(stdout(&out).contains("61706"), "{}", stdout(&out));
 }
+
+/// A real SIGINT (Ctrl-C) while training: the run saves its position, exits with 130 and says how
+/// to continue; `--resume` then finishes it.
+#[test]
+fn ctrl_c_checkpoints_and_resume_finishes_the_run() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("digits");
+    write_stripes(&data, 1100, 50, 9).unwrap();
+    let run = tmp.path().join("run");
+    let common = ["--data", s(&data), "--threads", "1", "--quiet"];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stride"))
+        .args(["train", "--dataset", "mnist", "--epochs", "50", "--batch-size", "10", "--validation", "100"])
+        .args(["--out", s(&run)])
+        .args(common)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Once the first epoch is reported, the handler is installed and training is under way.
+    let first_epoch = lines.by_ref().map(Result::unwrap).find(|l| l.starts_with("epoch   1"));
+    assert!(first_epoch.is_some(), "no epoch line");
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    let last = rest.last().expect("a closing line");
+    assert!(
+        last.starts_with("interrupted ") && last.contains("continue with `stride train --resume"),
+        "{last}"
+    );
+    let checkpoint = std::fs::read_to_string(run.join("checkpoint.json")).unwrap();
+    assert!(checkpoint.contains("\"reason\": \"interrupted\""), "{checkpoint}");
+
+    let resumed = stride(&[&["train", "--resume", s(&run), "--epochs", "3"][..], &common[..]].concat());
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 4);
+}
