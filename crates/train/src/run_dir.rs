@@ -173,12 +173,17 @@ fn remove_stale(dir: &Path, keep: &Checkpoint) {
     }
 }
 
-/// A trained model and the config it was trained with, from a run directory (its latest
-/// checkpoint) or from a weights file stride wrote (`weights-*.safetensors`, `best.safetensors`).
+/// A trained model and the config it was trained with, from a run directory or its
+/// `checkpoint.json` (the latest checkpoint), or from a weights file stride wrote
+/// (`weights-*.safetensors`, `best.safetensors`).
 pub fn open_model(path: &Path) -> Result<(RunConfig, Box<dyn Module>)> {
-    let weights: PathBuf = if path.is_dir() {
-        let checkpoint = read_checkpoint(path)?;
-        path.join(checkpoint.weights)
+    let run_dir = match path.parent() {
+        Some(parent) if path.file_name().is_some_and(|n| n == CHECKPOINT_FILE) => Some(parent),
+        _ => path.is_dir().then_some(path),
+    };
+    let weights: PathBuf = if let Some(dir) = run_dir {
+        let checkpoint = read_checkpoint(dir)?;
+        dir.join(checkpoint.weights)
     } else if path.exists() {
         path.to_path_buf()
     } else {

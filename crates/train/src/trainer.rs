@@ -113,8 +113,13 @@ impl Trainer {
     pub fn resume(dir: &Path, epochs: Option<usize>) -> Result<Self> {
         let mut saved = read_checkpoint(dir)?;
         if let Some(epochs) = epochs {
-            if epochs == 0 {
-                return Err(Error::Invalid("--epochs must be at least 1".into()));
+            if epochs == 0 || epochs < saved.epochs_done {
+                let done = saved.epochs_done.max(1);
+                return Err(Error::Invalid(format!(
+                    "the run in {} has trained {done} epoch{}; --epochs must be at least {done}",
+                    dir.display(),
+                    if done == 1 { "" } else { "s" }
+                )));
             }
             saved.config.epochs = epochs;
         }

@@ -147,7 +147,8 @@ fn a_short_run_learns_the_stripes() {
     assert!(test.accuracy > 0.8, "10 classes, chance is 10%: {test:?}");
 
     // The saved model reopens (from the directory or the best weights) and scores the same.
-    for path in [tmp.path().join("run"), tmp.path().join("run").join(BEST_FILE)] {
+    let run = tmp.path().join("run");
+    for path in [run.clone(), run.join(CHECKPOINT_FILE), run.join(BEST_FILE)] {
         let (config, mut model) = open_model(&path).unwrap();
         assert_eq!(config.model, "lenet5");
         let (score, matrix) = evaluate(model.as_mut(), &data.test, 10).unwrap();
@@ -212,6 +213,8 @@ fn existing_runs_are_never_overwritten_and_bad_directories_are_explained() {
     std::fs::write(empty.join(CHECKPOINT_FILE), "{ not json").unwrap();
     let err = Trainer::resume(&empty, None).err().unwrap().to_string();
     assert!(err.contains("is not a valid stride checkpoint"), "{err}");
+    let err = Trainer::resume(&dir, Some(0)).err().unwrap().to_string();
+    assert!(err.ends_with("has trained 1 epoch; --epochs must be at least 1"), "{err}");
     let err = open_model(&tmp.path().join("nowhere")).err().unwrap().to_string();
     assert!(err.contains("does not exist; give a run directory"), "{err}");
 
