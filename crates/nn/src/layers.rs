@@ -87,6 +87,16 @@ impl<const N: usize> Module for Conv<N> {
             out.push((join(prefix, "bias"), b));
         }
     }
+
+    fn own_parameters(&self) -> usize {
+        self.weight.value().numel() + self.bias.as_ref().map_or(0, |b| b.value().numel())
+    }
+
+    /// Every output value takes `C_in/G · |F|` multiply-adds (the bias is not counted).
+    fn mult_adds(&self, _input: &[usize], output: &[usize]) -> u64 {
+        let per_output: usize = self.weight.value().dims()[1..].iter().product();
+        output.iter().product::<usize>() as u64 * per_output as u64
+    }
 }
 
 /// `y = x·Wᵀ + b`, `W [out, in]`.
@@ -141,6 +151,15 @@ impl Module for Linear {
         if let Some(b) = self.bias.as_mut() {
             out.push((join(prefix, "bias"), b));
         }
+    }
+
+    fn own_parameters(&self) -> usize {
+        self.weight.value().numel() + self.bias.as_ref().map_or(0, |b| b.value().numel())
+    }
+
+    /// `in_features` multiply-adds per output value.
+    fn mult_adds(&self, _input: &[usize], output: &[usize]) -> u64 {
+        output.iter().product::<usize>() as u64 * self.weight.value().dims()[1] as u64
     }
 }
 

@@ -17,6 +17,20 @@ pub type NamedVar<'a> = (String, &'a mut Var);
 /// A named buffer (running statistics), borrowed for a checkpoint.
 pub type NamedBuffer<'a> = (String, &'a mut Tensor);
 
+/// One row of a network's summary: a leaf layer, what it makes of its input, and what it costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerSummary {
+    /// The torchvision path (`layer1.0.conv1`).
+    pub path: String,
+    /// [`Module::describe`] of the layer.
+    pub layer: String,
+    pub output: Vec<usize>,
+    /// Learnable values of this layer alone.
+    pub parameters: usize,
+    /// Multiply-adds of one forward pass at this input (convolutions and linear layers).
+    pub mult_adds: u64,
+}
+
 /// A layer or a network.
 pub trait Module: Send {
     /// The layer's type and settings, as PyTorch prints them (`Conv2d(1, 6, kernel_size=(5, 5))`).
@@ -34,6 +48,39 @@ pub trait Module: Send {
 
     /// Appends the buffers (batch norm running statistics, batches tracked).
     fn buffers<'a>(&'a mut self, _prefix: &str, _out: &mut Vec<NamedBuffer<'a>>) {}
+
+    /// Learnable values held by this layer itself, not by its children.
+    fn own_parameters(&self) -> usize {
+        0
+    }
+
+    /// Multiply-adds of one forward pass of this layer itself for `input` (with `output` its
+    /// output shape). Only the layers that multiply weights count, as in published figures.
+    fn mult_adds(&self, _input: &[usize], _output: &[usize]) -> u64 {
+        0
+    }
+
+    /// Appends one row per leaf layer for an input of shape `input`, named `prefix` + path,
+    /// without computing anything, and returns the output shape. A leaf layer keeps this default;
+    /// a container calls it on each child with the child's path and shape, in forward order.
+    fn summarize(&self, prefix: &str, input: &[usize], rows: &mut Vec<LayerSummary>) -> Result<Vec<usize>> {
+        let output = self.output_shape(input)?;
+        rows.push(LayerSummary {
+            path: prefix.to_string(),
+            layer: self.describe(),
+            output: output.clone(),
+            parameters: self.own_parameters(),
+            mult_adds: self.mult_adds(input, &output),
+        });
+        Ok(output)
+    }
+}
+
+/// The summary rows of a whole network for one input shape.
+pub fn summarize(module: &dyn Module, input: &[usize]) -> Result<(Vec<LayerSummary>, Vec<usize>)> {
+    let mut rows = Vec::new();
+    let output = module.summarize("", input, &mut rows)?;
+    Ok((rows, output))
 }
 
 /// `prefix.name`, or `name` at the root.
@@ -97,6 +144,15 @@ impl Module for Sequential {
         let mut shape = input.to_vec();
         for (name, layer) in &self.layers {
             shape = layer.output_shape(&shape).map_err(|e| e.within(name))?;
+        }
+        Ok(shape)
+    }
+
+    fn summarize(&self, prefix: &str, input: &[usize], rows: &mut Vec<LayerSummary>) -> Result<Vec<usize>> {
+        let mut shape = input.to_vec();
+        for (name, layer) in &self.layers {
+            let path = join(prefix, name);
+            shape = layer.summarize(&path, &shape, rows).map_err(|e| e.within(name))?;
         }
         Ok(shape)
     }

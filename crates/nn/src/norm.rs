@@ -45,6 +45,11 @@ impl<const N_SPATIAL: usize> BatchNorm<N_SPATIAL> {
     }
 }
 
+/// The learnable γ and β, counted for summaries.
+fn affine_parameters(weight: &Option<Var>, bias: &Option<Var>) -> usize {
+    [weight, bias].iter().filter_map(|p| p.as_ref()).map(|p| p.value().numel()).sum()
+}
+
 impl<const N_SPATIAL: usize> Module for BatchNorm<N_SPATIAL> {
     fn describe(&self) -> String {
         format!(
@@ -110,6 +115,10 @@ impl<const N_SPATIAL: usize> Module for BatchNorm<N_SPATIAL> {
         out.push((join(prefix, "running_mean"), &mut self.running_mean));
         out.push((join(prefix, "running_var"), &mut self.running_var));
         out.push((join(prefix, "num_batches_tracked"), &mut self.num_batches_tracked));
+    }
+
+    fn own_parameters(&self) -> usize {
+        affine_parameters(&self.weight, &self.bias)
     }
 }
 

@@ -104,6 +104,28 @@ mod tests {
         }
     }
 
+    /// The summary walks every leaf layer: its rows add up to the network's parameter count.
+    #[test]
+    fn summaries_count_every_parameter() {
+        for info in registry() {
+            let options = BuildOptions { in_channels: info.input[0], classes: info.classes, seed: 0 };
+            let net = info.build(&options).unwrap();
+            let [c, h, w] = info.input;
+            let (rows, output) = stride_nn::module::summarize(net.as_ref(), &[1, c, h, w]).unwrap();
+            assert_eq!(output, vec![1, info.classes], "{}", info.name);
+            assert_eq!(rows.iter().map(|r| r.parameters).sum::<usize>(), info.parameters, "{}", info.name);
+        }
+        let lenet = build("lenet5", 10, 1, 0).unwrap();
+        let (rows, _) = stride_nn::module::summarize(lenet.as_ref(), &[1, 1, 28, 28]).unwrap();
+        // conv1: 28·28·6 outputs × 25 taps; conv2: 10·10·16 × 150; fc: 48,000 + 10,080 + 840.
+        let macs: Vec<(&str, u64)> =
+            rows.iter().filter(|r| r.mult_adds > 0).map(|r| (r.path.as_str(), r.mult_adds)).collect();
+        assert_eq!(
+            macs,
+            [("conv1", 117_600), ("conv2", 240_000), ("fc1", 48_000), ("fc2", 10_080), ("fc3", 840)]
+        );
+    }
+
     #[test]
     fn unknown_names_and_empty_options_are_errors() {
         assert_eq!(
