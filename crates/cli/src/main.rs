@@ -29,6 +29,7 @@ enum Cli {
     Eval(commands::eval::Args),
     Predict(commands::predict::Args),
     Models(commands::models::Args),
+    Summary(commands::summary::Args),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         Cli::Eval(args) => commands::eval::run(&args, &mut out),
         Cli::Predict(args) => commands::predict::run(&args, &mut out),
         Cli::Models(args) => commands::models::run(&args, &mut out),
+        Cli::Summary(args) => commands::summary::run(&args, &mut out),
     };
     match result.and_then(|()| Ok(out.flush()?)) {
         Ok(()) => ExitCode::SUCCESS,

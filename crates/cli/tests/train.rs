@@ -110,6 +110,19 @@ fn models_lists_the_zoo() {
     assert!(out.status.success());
     assert!(stdout(&out).contains("lenet5"), "{}", stdout(&out));
     assert!(stdout(&out).contains("61706"), "{}", stdout(&out));
+
+    let summary = stride(&["summary", "lenet5"]);
+    let text = stdout(&summary);
+    assert!(text.contains("total: 61,706 parameters, 416,520 multiply-adds"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("conv2 ") && l.contains("16×10×10") && l.contains("240,000")),
+        "{text}"
+    );
+    assert_fails_with(
+        &stride(&["summary", "lenet5", "--input", "1x8x8"]),
+        "kernel 5 does not fit in height 4",
+    );
+    assert_fails_with(&stride(&["summary", "lenet5", "--input", "1x8"]), "is not C×H×W");
 }
 
 /// A real SIGINT (Ctrl-C) while training: the run saves its position, exits with 130 and says how

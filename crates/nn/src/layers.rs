@@ -92,6 +92,16 @@ impl<const N: usize> Module for Conv<N> {
         self.weight.value().numel() + self.bias.as_ref().map_or(0, |b| b.value().numel())
     }
 
+    fn floors(&self, input: &[usize]) -> bool {
+        let Padding::Explicit { begin, end } = self.spec.padding else { return false };
+        let kernel = &self.weight.value().dims()[2..];
+        (0..N).any(|a| {
+            let reach = self.spec.dilation[a] * kernel[a].saturating_sub(1) + 1;
+            let span = input.get(2 + a).map_or(0, |i| i + begin[a] + end[a]);
+            span >= reach && !(span - reach).is_multiple_of(self.spec.stride[a].max(1))
+        })
+    }
+
     /// Every output value takes `C_in/G · |F|` multiply-adds (the bias is not counted).
     fn mult_adds(&self, _input: &[usize], output: &[usize]) -> u64 {
         let per_output: usize = self.weight.value().dims()[1..].iter().product();
@@ -232,6 +242,17 @@ impl<const N: usize> Module for Pool<N> {
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         Ok(self.spec.output_shape(self.kind, input)?.dims().to_vec())
+    }
+
+    /// In ceil mode the remainder makes a last partial window instead of being dropped.
+    fn floors(&self, input: &[usize]) -> bool {
+        let s = &self.spec;
+        !s.ceil_mode
+            && (0..N).any(|a| {
+                let reach = s.dilation[a] * s.kernel[a].saturating_sub(1) + 1;
+                let span = input.get(2 + a).map_or(0, |i| i + 2 * s.padding[a]);
+                span >= reach && !(span - reach).is_multiple_of(s.stride[a].max(1))
+            })
     }
 }
 

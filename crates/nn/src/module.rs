@@ -29,6 +29,9 @@ pub struct LayerSummary {
     pub parameters: usize,
     /// Multiply-adds of one forward pass at this input (convolutions and linear layers).
     pub mult_adds: u64,
+    /// The size rule's division left a remainder that was dropped: the last rows or columns of
+    /// the input (with its padding) are never read.
+    pub floored: bool,
 }
 
 /// A layer or a network.
@@ -60,6 +63,11 @@ pub trait Module: Send {
         0
     }
 
+    /// Whether the size rule floors for this input (see [`LayerSummary::floored`]).
+    fn floors(&self, _input: &[usize]) -> bool {
+        false
+    }
+
     /// Appends one row per leaf layer for an input of shape `input`, named `prefix` + path,
     /// without computing anything, and returns the output shape. A leaf layer keeps this default;
     /// a container calls it on each child with the child's path and shape, in forward order.
@@ -71,6 +79,7 @@ pub trait Module: Send {
             output: output.clone(),
             parameters: self.own_parameters(),
             mult_adds: self.mult_adds(input, &output),
+            floored: self.floors(input),
         });
         Ok(output)
     }

@@ -8,6 +8,7 @@ pub mod filter;
 pub mod models;
 pub mod predict;
 pub mod shape;
+pub mod summary;
 pub mod train;
 
 use anyhow::{Context, Result, ensure};
