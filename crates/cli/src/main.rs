@@ -30,6 +30,7 @@ enum Cli {
     Predict(commands::predict::Args),
     Models(commands::models::Args),
     Summary(commands::summary::Args),
+    Infer(commands::infer::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         Cli::Predict(args) => commands::predict::run(&args, &mut out),
         Cli::Models(args) => commands::models::run(&args, &mut out),
         Cli::Summary(args) => commands::summary::run(&args, &mut out),
+        Cli::Infer(args) => commands::infer::run(&args, &mut out),
     };
     match result.and_then(|()| Ok(out.flush()?)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -144,78 +144,55 @@ pub fn load_tensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<St
 /// the file with the same shape, and the file must hold nothing else; otherwise nothing is
 /// changed and the error lists each problem. Returns the file's metadata.
 pub fn load(module: &mut dyn Module, path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|e| io_error(path, "read", e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::invalid("checkpoint", format!("{} is not a safetensors file: {e}", path.display()))
-    })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::invalid("checkpoint", format!("{}: unreadable header: {e}", path.display())))?;
+    let (tensors, metadata) = load_tensors(path)?;
+    assign(module, tensors, &path.display().to_string())?;
+    Ok(metadata)
+}
 
+/// Sets the module's parameters and buffers from `tensors` by name, under the rules of [`load`];
+/// `source` names where they came from in the error.
+pub fn assign(module: &mut dyn Module, mut tensors: BTreeMap<String, Tensor>, source: &str) -> Result<()> {
     let mut problems = String::new();
-    let mut loaded: BTreeMap<String, Tensor> = BTreeMap::new();
     let expected = state(module);
     for (name, (shape, _)) in &expected {
-        match file.tensor(name) {
-            Err(_) => {
+        match tensors.get(name) {
+            None => {
                 let _ = writeln!(problems, "  missing: {name} {shape:?}");
             }
-            Ok(view) if view.shape() != shape.as_slice() => {
+            Some(t) if t.dims() != shape.as_slice() => {
                 let _ = writeln!(
                     problems,
                     "  {name}: file has shape {:?}, the model expects {shape:?}",
-                    view.shape()
+                    t.dims()
                 );
             }
-            Ok(view) => match view.dtype() {
-                Dtype::F32 => {
-                    let values = view
-                        .data()
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
-                    loaded.insert(name.clone(), Tensor::new(shape.clone(), values)?);
-                }
-                Dtype::I64 if is_counter(name) => {
-                    let values = view
-                        .data()
-                        .chunks_exact(8)
-                        .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-                        .collect();
-                    loaded.insert(name.clone(), Tensor::new(shape.clone(), values)?);
-                }
-                other => {
-                    let _ = writeln!(problems, "  {name}: stored as {other:?}, expected F32");
-                }
-            },
+            Some(_) => {}
         }
     }
-    let mut extra: Vec<&str> = file.names().into_iter().filter(|n| !expected.contains_key(*n)).collect();
-    extra.sort_unstable();
-    for name in extra {
+    for name in tensors.keys().filter(|n| !expected.contains_key(*n)) {
         let _ = writeln!(problems, "  unexpected: {name}");
     }
     if !problems.is_empty() {
         return Err(Error::shape(
             "checkpoint",
-            format!("{} does not fit the model:\n{}", path.display(), problems.trim_end()),
+            format!("{source} does not fit the model:\n{}", problems.trim_end()),
         ));
     }
-
     let mut params = Vec::new();
     module.parameters("", &mut params);
     for (name, var) in params {
-        if let Some(t) = loaded.remove(&name) {
+        if let Some(t) = tensors.remove(&name) {
             *var = stride_tensor::autograd::Var::parameter(t);
         }
     }
     let mut buffers = Vec::new();
     module.buffers("", &mut buffers);
     for (name, buffer) in buffers {
-        if let Some(t) = loaded.remove(&name) {
+        if let Some(t) = tensors.remove(&name) {
             *buffer = t;
         }
     }
-    Ok(header.metadata().clone().unwrap_or_default())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod conv1d;
 pub mod eval;
 pub mod filter;
+pub mod infer;
 pub mod models;
 pub mod predict;
 pub mod shape;
