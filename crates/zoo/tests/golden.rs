@@ -43,3 +43,20 @@ fn options(in_channels: usize, classes: usize) -> BuildOptions {
 fn lenet5_matches_pytorch() {
     check("lenet5", stride_zoo::find("lenet5").unwrap().build(&options(1, 10)).unwrap());
 }
+
+#[test]
+fn cifar_resnet20_matches_pytorch() {
+    check("resnet20", stride_zoo::resnet::resnet20(&options(3, 10)).unwrap());
+}
+
+#[test]
+fn inception_block_matches_torchvision() {
+    let block = stride_zoo::googlenet::inception([192, 64, 96, 128, 16, 32, 32], 0).unwrap();
+    check("inception3a", Box::new(block));
+}
+
+#[test]
+fn resnet50_bottleneck_stage_matches_torchvision() {
+    let stage = stride_zoo::resnet::resnet_stage(stride_zoo::resnet::BlockKind::Bottleneck, 64, 64, 3, 1, 0);
+    check("resnet50_layer1", stage.unwrap());
+}
