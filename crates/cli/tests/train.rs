@@ -166,3 +166,62 @@ fn ctrl_c_checkpoints_and_resume_finishes_the_run() {
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(std::fs::read_to_string(run.join("metrics.csv")).unwrap().lines().count(), 4);
 }
+
+/// A zoo network with weights from a file (here saved by stride's own checkpoint code under the
+/// torchvision names a PyTorch export would have): `infer` on a stored tensor and `predict` on a
+/// picture with ImageNet preprocessing.
+#[test]
+fn zoo_networks_run_with_weights_from_a_file() {
+    use std::collections::{BTreeMap, HashMap};
+
+    use stride_nn::checkpoint::{load_tensors, save, save_tensors};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tmp.path().join("resnet20.safetensors");
+    let mut net = stride_zoo::build("resnet20", 10, 3, 11).unwrap();
+    save(net.as_mut(), &weights, HashMap::new()).unwrap();
+
+    let input = tmp.path().join("x.safetensors");
+    let x = Tensor::from_fn([2, 3, 32, 32], |i| ((i[1] * 7 + i[2] * 3 + i[3]) % 11) as f32 / 11.0).unwrap();
+    save_tensors(&BTreeMap::from([("x".to_string(), x)]), &input, HashMap::new()).unwrap();
+    let output = tmp.path().join("y.safetensors");
+    let args = [
+        "infer",
+        "--model",
+        "resnet20",
+        "--weights",
+        s(&weights),
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+    ];
+    let run = stride(&args);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).starts_with("resnet20: output [2, 10] written to"), "{}", stdout(&run));
+    let (tensors, _) = load_tensors(&output).unwrap();
+    assert!(tensors["output"].data().iter().all(|v| v.is_finite()));
+
+    let picture = tmp.path().join("photo.png");
+    save_image(&picture, &Tensor::from_fn([3, 48, 64], |i| (i[0] + i[1] % 5) as f32 / 7.0).unwrap()).unwrap();
+    let predict =
+        stride(&["predict", "--model", "resnet20", "--weights", s(&weights), s(&picture), "--top", "3"]);
+    assert!(predict.status.success(), "{}", stderr(&predict));
+    assert_eq!(stdout(&predict).lines().count(), 4, "{}", stdout(&predict));
+
+    // A state_dict for another network: every problem listed, nothing run.
+    let wrong = stride(&[
+        "infer",
+        "--model",
+        "resnet32",
+        "--weights",
+        s(&weights),
+        "--input",
+        s(&input),
+        "--output",
+        s(&output),
+    ]);
+    assert_fails_with(&wrong, "missing: layer1.3.conv1.weight");
+    let no_weights = stride(&["predict", "--model", "resnet20", s(&picture)]);
+    assert_eq!(no_weights.status.code(), Some(2), "clap refuses --model without --weights");
+}

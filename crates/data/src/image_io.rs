@@ -119,6 +119,41 @@ pub fn load_image_for_model(
     Ok(Tensor::new(vec![channels, height, width], data)?)
 }
 
+/// Reads a PNG or JPEG as ImageNet models expect it (torchvision's `Resize(resize)` then
+/// `CenterCrop(crop)`): the shorter side scaled to `resize` with a triangle filter, keeping the
+/// aspect ratio, then the central `crop × crop` square; `[3, crop, crop]` in [0, 1].
+pub fn load_image_center_crop(path: impl AsRef<Path>, resize: usize, crop: usize) -> Result<Tensor> {
+    let path = path.as_ref();
+    if crop == 0 || crop > resize || resize > 1 << 16 {
+        return Err(Error::ImageShape {
+            path: path.to_path_buf(),
+            shape: format!("resize {resize}, crop {crop}"),
+            expected: "a crop from 1 to the resized shorter side (at most 65536)".into(),
+        });
+    }
+    let rgb = decode(path)?.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    // torchvision: the shorter side becomes `resize`, the longer one int(resize · long / short).
+    let (new_w, new_h) =
+        if w <= h { (resize, resize * h / w.max(1)) } else { (resize * w / h.max(1), resize) };
+    let resized =
+        image::imageops::resize(&rgb, new_w as u32, new_h as u32, image::imageops::FilterType::Triangle);
+    // torchvision rounds the offsets: int(round((size − crop) / 2)).
+    let (left, top) =
+        (((new_w - crop) as f64 / 2.0).round() as usize, ((new_h - crop) as f64 / 2.0).round() as usize);
+    let plane = crop * crop;
+    let mut data = vec![0f32; 3 * plane];
+    for y in 0..crop {
+        for x in 0..crop {
+            let pixel = resized.get_pixel((left + x) as u32, (top + y) as u32).0;
+            for (c, v) in pixel.iter().enumerate() {
+                data[c * plane + y * crop + x] = *v as f32 / 255.0;
+            }
+        }
+    }
+    Ok(Tensor::new(vec![3, crop, crop], data)?)
+}
+
 /// Decodes a PNG or JPEG, with errors naming the file.
 fn decode(path: &Path) -> Result<DynamicImage> {
     let format = Format::from_path(path)?;

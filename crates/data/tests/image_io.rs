@@ -6,7 +6,8 @@ use std::path::Path;
 
 use stride_data::Error;
 use stride_data::image_io::{
-    BitDepth, SaveOptions, load_image, load_image_for_model, save_image, save_image_with,
+    BitDepth, SaveOptions, load_image, load_image_center_crop, load_image_for_model, save_image,
+    save_image_with,
 };
 use stride_tensor::Tensor;
 
@@ -256,4 +257,22 @@ fn images_for_a_model_are_resized_and_converted() {
     assert!((colour.data()[63] - 100.0 / 255.0).abs() < 1e-6);
     let err = load_image_for_model(&path, 2, 28, 28).unwrap_err().to_string();
     assert!(err.contains("flat.png") && err.contains("1 or 3 channels"), "{err}");
+}
+
+/// ImageNet preprocessing: a 40×80 picture whose left and right quarters are black and middle
+/// white becomes, after the shorter side goes to 32 (64×32) and the central 32×32 is cut out, an
+/// all-white square; and a crop larger than the resize is refused.
+#[test]
+fn center_crop_keeps_the_middle_at_the_right_scale() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bars.png");
+    let image = Tensor::from_fn([3, 40, 80], |i| if (20..60).contains(&i[2]) { 1.0 } else { 0.0 }).unwrap();
+    save_image(&path, &image).unwrap();
+    let crop = load_image_center_crop(&path, 32, 32).unwrap();
+    assert_eq!(crop.dims(), &[3, 32, 32]);
+    // Columns 16..48 of the 64-wide resize: all inside the white middle (16..48), bar the
+    // filter's half-pixel blend at the edges.
+    let row = &crop.data()[16 * 32..17 * 32];
+    assert!(row[1..31].iter().all(|&v| v > 0.99), "{row:?}");
+    assert!(load_image_center_crop(&path, 32, 33).is_err());
 }

@@ -21,6 +21,17 @@ pub mod vgg;
 use stride_nn::module::Module;
 use stride_tensor::{Error, Result};
 
+/// The 1000 ImageNet class names in class-index order, as torchvision's pretrained weights label
+/// them (`tools/gen_imagenet_classes.py`).
+pub fn imagenet_classes() -> Vec<&'static str> {
+    include_str!("../assets/imagenet_classes.txt").lines().collect()
+}
+
+/// The per-channel mean and standard deviation of ImageNet's pixels in [0, 1] (R, G, B), with
+/// which torchvision's pretrained networks normalise their input.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
 /// How to build a network from the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BuildOptions {
@@ -331,6 +342,13 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn imagenet_has_its_thousand_classes() {
+        let classes = imagenet_classes();
+        assert_eq!(classes.len(), 1000);
+        assert_eq!((classes[0], classes[1], classes[999]), ("tench", "goldfish", "toilet tissue"));
     }
 
     #[test]
