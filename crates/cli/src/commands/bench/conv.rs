@@ -108,7 +108,8 @@ impl Measurement {
             "median_ms": round(self.timings.median(), 4),
             "min_ms": round(self.timings.min(), 4),
             "max_ms": round(self.timings.max(), 4),
-            "gflops": round(self.gflops(), 2),
+            // Six decimals: a tiny layer timed on a loaded machine can run below 0.01 GFLOP/s.
+            "gflops": round(self.gflops(), 6),
             "engine": "stride",
             "max_relative_error": self.max_relative_error,
         });
