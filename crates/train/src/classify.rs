@@ -6,7 +6,7 @@ use std::path::Path;
 use stride_data::image_io::load_image_for_model;
 use stride_nn::module::{Mode, Module};
 use stride_tensor::Tensor;
-use stride_tensor::autograd::Var;
+use stride_tensor::autograd::{Var, no_grad};
 use stride_tensor::ops::reduce::softmax;
 
 use crate::config::RunConfig;
@@ -74,7 +74,7 @@ pub fn top_k(model: &mut dyn Module, config: &RunConfig, input: Tensor, k: usize
     if k == 0 {
         return Err(Error::Invalid("--top must be at least 1".into()));
     }
-    let logits = model.forward(&Var::constant(input), Mode::Eval)?;
+    let logits = no_grad(|| model.forward(&Var::constant(input), Mode::Eval))?;
     let probabilities = softmax(logits.value(), 1)?;
     let mut ranked: Vec<(usize, f32)> = probabilities.data().iter().copied().enumerate().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -11,7 +11,7 @@ use stride_nn::checkpoint::{self, write_atomic};
 use stride_nn::module::{Mode, Module, named_parameters};
 use stride_nn::optim::Optimizer;
 use stride_nn::schedule::Schedule;
-use stride_tensor::autograd::{Var, cross_entropy};
+use stride_tensor::autograd::{Var, cross_entropy, no_grad};
 
 use crate::config::RunConfig;
 use crate::data::RunData;
@@ -62,8 +62,12 @@ pub fn evaluate(model: &mut dyn Module, loader: &Loader, classes: usize) -> Resu
     let mut loss_sum = 0.0f64;
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let logits = model.forward(&Var::constant(batch.images), Mode::Eval)?;
-        let loss = cross_entropy(&logits, &batch.labels, 0.0)?.value().item()?;
+        // No graph: evaluation keeps no activation beyond the layer that needs it.
+        let (logits, loss) = no_grad(|| -> Result<(Var, f32)> {
+            let logits = model.forward(&Var::constant(batch.images), Mode::Eval)?;
+            let loss = cross_entropy(&logits, &batch.labels, 0.0)?.value().item()?;
+            Ok((logits, loss))
+        })?;
         loss_sum += loss as f64 * batch.labels.len() as f64;
         for (&label, predicted) in batch.labels.iter().zip(predictions(logits.value().data(), classes)) {
             matrix.add(label, predicted);

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use stride_nn::checkpoint::{load, load_tensors, save_tensors};
 use stride_nn::module::Mode;
-use stride_tensor::autograd::Var;
+use stride_tensor::autograd::{Var, no_grad};
 use stride_zoo::BuildOptions;
 
 use super::set_threads;
@@ -83,7 +83,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     }
     net.output_shape(input.dims())?;
     let started = std::time::Instant::now();
-    let output = net.forward(&Var::constant(input), Mode::Eval)?.value().clone();
+    let output = no_grad(|| net.forward(&Var::constant(input), Mode::Eval))?.value().clone();
     let seconds = started.elapsed().as_secs_f64();
     let shape = output.shape().clone();
     save_tensors(&BTreeMap::from([("output".to_string(), output)]), &args.output, HashMap::new())?;

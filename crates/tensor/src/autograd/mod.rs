@@ -8,8 +8,10 @@
 //!
 //! Kernels know nothing of this module: each differentiable operation lives in a file here that
 //! calls the forward kernel, saves what its backward needs, and calls the backward kernel.
-//! Nothing here is global: whether a value needs a gradient is a property of the value, and a
-//! graph is freed when its last `Var` is dropped.
+//! Whether a value needs a gradient is a property of the value, and a graph is freed when its
+//! last `Var` is dropped. The one switch is [`no_grad`], PyTorch's `torch.no_grad()`: inside it,
+//! on the calling thread, operations record nothing, so inference keeps no activation alive
+//! longer than the next layer needs it.
 
 pub mod check;
 mod cnn;
@@ -20,6 +22,7 @@ mod ops;
 #[cfg(test)]
 mod tests;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +36,29 @@ pub use ops::*;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+
+thread_local! {
+    static RECORDING: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` without recording any graph on this thread: every result is a constant, whatever its
+/// inputs. For evaluation and inference, where no backward pass follows. Nests, and restores the
+/// previous state even if `f` panics.
+pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RECORDING.with(|r| r.set(self.0));
+        }
+    }
+    let _restore = Restore(RECORDING.with(|r| r.replace(false)));
+    f()
+}
+
+/// Whether operations on this thread record their graph (false inside [`no_grad`]).
+pub fn is_recording() -> bool {
+    RECORDING.with(Cell::get)
+}
 
 /// Sends the gradient of an operation's output back to its inputs.
 pub trait Backward: Send + Sync {
@@ -93,7 +119,7 @@ impl Var {
     /// The result of an operation. The graph is recorded only if some input needs a gradient;
     /// otherwise the result is a plain constant and nothing is kept alive.
     pub fn from_op(value: Tensor, inputs: Vec<Var>, backward: impl Backward + 'static) -> Self {
-        if !inputs.iter().any(Var::requires_grad) {
+        if !is_recording() || !inputs.iter().any(Var::requires_grad) {
             return Self::constant(value);
         }
         Var {

@@ -283,3 +283,22 @@ mod cnn_ops {
         check_gradients(net, &inputs, GradCheck::default()).unwrap();
     }
 }
+
+/// Inside `no_grad` nothing is recorded: the result of an operation on a parameter is a constant
+/// and asking for its gradient is an error; outside, recording resumes, also after a nested scope.
+#[test]
+fn no_grad_records_nothing_and_restores_recording() {
+    let w = Var::parameter(Tensor::new([2], vec![1.0, 2.0]).unwrap());
+    let y = no_grad(|| {
+        let inner = no_grad(|| mul(&w, &w).unwrap());
+        assert!(!inner.requires_grad());
+        assert!(!is_recording());
+        mul(&w, &w).unwrap()
+    });
+    assert!(!y.requires_grad());
+    assert!(is_recording());
+    assert!(sum_all(&y).backward().is_err());
+    let z = sum_all(&mul(&w, &w).unwrap());
+    z.backward().unwrap();
+    assert_eq!(w.grad().unwrap().data(), &[2.0, 4.0]);
+}
