@@ -53,13 +53,13 @@ pub struct Args {
     /// sgd, adam or adamw [default: sgd]
     #[arg(long)]
     optimizer: Option<String>,
-    /// Initial learning rate [default: 0.05]
+    /// Initial learning rate [default: 0.05 for lenet5, 0.1 for the deeper networks]
     #[arg(long)]
     lr: Option<f32>,
     /// SGD momentum [default: 0.9]
     #[arg(long)]
     momentum: Option<f32>,
-    /// L2 weight decay [default: 5e-4]
+    /// L2 weight decay [default: 5e-4 for lenet5, 1e-4 for the deeper networks]
     #[arg(long)]
     weight_decay: Option<f32>,
     /// Learning-rate schedule [default: plateau:2]
@@ -127,9 +127,15 @@ impl Args {
         let info = stride_zoo::find(&model)?;
         let dataset: DatasetName = self.dataset.as_deref().unwrap_or("fashion-mnist").parse()?;
         let (mean, std, classes) = dataset_defaults(dataset);
-        let lr = self.lr.unwrap_or(0.05);
-        let mut optimizer =
-            OptimizerConfig::sgd(lr, self.momentum.unwrap_or(0.9), self.weight_decay.unwrap_or(5e-4));
+        // The lecture's bag of tricks for the deep networks (He et al.: lr 0.1, weight decay 1e-4,
+        // batch norm after every convolution, which is what lets them take that rate); LeNet-5,
+        // without batch norm, trains best a step lower (BENCHMARKS.md).
+        let (lr, weight_decay) = if model == "lenet5" { (0.05, 5e-4) } else { (0.1, 1e-4) };
+        let mut optimizer = OptimizerConfig::sgd(
+            self.lr.unwrap_or(lr),
+            self.momentum.unwrap_or(0.9),
+            self.weight_decay.unwrap_or(weight_decay),
+        );
         if let Some(kind) = &self.optimizer {
             optimizer.kind = kind.clone();
         }

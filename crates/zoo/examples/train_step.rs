@@ -1,5 +1,7 @@
-//! Times the phases of LeNet-5 training steps on a fixed batch (no data loading): forward, loss,
-//! backward, optimiser. `cargo run --release -p stride-zoo --example lenet_step -- [BATCH] [STEPS]`.
+//! Times the phases of a zoo network's training steps on a fixed batch of 1×28×28 images (no
+//! data loading): forward, loss, backward, optimiser.
+//! `cargo run --release -p stride-zoo --example train_step -- [MODEL] [BATCH] [STEPS]`
+//! (default lenet5 128 200).
 
 use std::time::Instant;
 
@@ -13,9 +15,11 @@ use stride_tensor::Tensor;
 use stride_tensor::autograd::{Var, cross_entropy};
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().expect("a number")).collect();
-    let (batch, steps) = (args.first().copied().unwrap_or(128), args.get(1).copied().unwrap_or(200));
-    let mut net = stride_zoo::build("lenet5", 10, 1, 0).unwrap();
+    let mut args = std::env::args().skip(1);
+    let model = args.next().unwrap_or_else(|| "lenet5".to_string());
+    let numbers: Vec<usize> = args.map(|a| a.parse().expect("a number")).collect();
+    let (batch, steps) = (numbers.first().copied().unwrap_or(128), numbers.get(1).copied().unwrap_or(200));
+    let mut net = stride_zoo::build(&model, 10, 1, 0).unwrap();
     let images =
         Tensor::from_fn([batch, 1, 28, 28], |i| ((i[0] * 7 + i[2] * 3 + i[3]) % 17) as f32 / 17.0).unwrap();
     let labels: Vec<usize> = (0..batch).map(|i| i % 10).collect();
@@ -44,7 +48,7 @@ fn main() {
     let per = |s: f64| 1e3 * s / steps as f64;
     let total: f64 = t.iter().sum();
     println!(
-        "batch {batch}, {} threads: forward {:.3} ms, loss {:.3} ms, backward {:.3} ms, step {:.3} ms; {:.0} images/s",
+        "{model}, batch {batch}, {} threads: forward {:.3} ms, loss {:.3} ms, backward {:.3} ms, step {:.3} ms; {:.0} images/s",
         rayon::current_num_threads(),
         per(t[0]),
         per(t[1]),
