@@ -329,6 +329,11 @@ const WEIGHT_GRAD_IMAGES: usize = 32;
 /// Input channels below which [`backward_weight_as_forward`] loses to the im2col path.
 const WEIGHT_GRAD_MIN_CHANNELS: usize = 4;
 
+/// Kernel taps below which it loses too: its output positions are the taps, and 3×3's nine fill
+/// a 16-wide micro-kernel tile barely half (ResNet-20's backward: 200–260 ms against 310–350 ms
+/// per batch of 32 on one thread with it; LeNet's 5×5 conv2 gains from it).
+const WEIGHT_GRAD_MIN_TAPS: usize = 16;
+
 /// `dw` of an ungrouped stride-1 convolution as a forward convolution, on the forward's fast
 /// path: `dw[k, c, f] = Σ_n Σ_p dy[n, k, p] · x_pad[n, c, p + D·f]` is a convolution whose
 /// "images" are the input channels `c`, whose channels are the batch `n`, and whose filters are
@@ -341,7 +346,13 @@ fn backward_weight_as_forward(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option
             .contains(&0);
     // With few input channels the forward has few "images" to spread and a short filter block;
     // the im2col path is faster there (LeNet's first layer: 2.9 against 4.4 ms on one thread).
-    if g.groups != 1 || g.stride != [1, 1, 1] || g.in_channels < WEIGHT_GRAD_MIN_CHANNELS || empty {
+    let small_kernel = g.kernel_volume() < WEIGHT_GRAD_MIN_TAPS;
+    if g.groups != 1
+        || g.stride != [1, 1, 1]
+        || g.in_channels < WEIGHT_GRAD_MIN_CHANNELS
+        || small_kernel
+        || empty
+    {
         return None;
     }
     let (input_volume, positions, taps) = (g.input_volume(), g.output_volume(), g.kernel_volume());
