@@ -186,7 +186,7 @@ def main():
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.threads} threads, "
           f"input [{args.batch}, 3, 224, 224], seed {args.seed}, "
           f"PASS if max|a-b| <= {args.rtol:g}·max|b| + {args.atol:g}")
-    header = (f"{'model':<10} {'max|a-b|':>9} {'max|b|':>8} {'rel':>8} {'top-1':>6} {'stride ms':>10} "
+    header = (f"{'model':<10} {'max|a-b|':>9} {'max|b|':>9} {'rel':>8} {'top-1':>6} {'stride ms':>10} "
               f"{'torch ms':>9} {'torch best':>10} {'stride s':>9}  result")
     print(header)
     rows = []
@@ -195,7 +195,7 @@ def main():
         for name in names:
             row = check(args, name, tmp)
             rows.append(row)
-            print(f"{name:<10} {fmt(row.get('max_abs'), '9.2e')} {fmt(row.get('scale'), '8.3f')} "
+            print(f"{name:<10} {fmt(row.get('max_abs'), '9.2e')} {fmt(row.get('scale'), '9.3g')} "
                   f"{fmt(row.get('rel'), '8.1e')} {row.get('top1', '—'):>6} "
                   f"{fmt(row['stride_ms'], '10.1f')} {fmt(row['torch_first_ms'], '9.1f')} "
                   f"{fmt(row['torch_best_ms'], '10.1f')} {fmt(row['stride_total_s'], '9.2f')}  "

@@ -92,6 +92,10 @@ impl<const N: usize> Module for Conv<N> {
         self.weight.value().numel() + self.bias.as_ref().map_or(0, |b| b.value().numel())
     }
 
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn floors(&self, input: &[usize]) -> bool {
         let Padding::Explicit { begin, end } = self.spec.padding else { return false };
         let kernel = &self.weight.value().dims()[2..];

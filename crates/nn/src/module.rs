@@ -63,6 +63,21 @@ pub trait Module: Send {
         0
     }
 
+    /// Prepares the network for inference only: folds every batch norm into the convolution
+    /// before it (`w' = w·γ/σ`, `b' = (b − μ)·γ/σ + β`, σ = √(running var + ε)), after which the
+    /// batch norm passes its input through. Evaluation outputs stay the same up to rounding;
+    /// training a folded network is an error, and so is saving it as a training checkpoint (its
+    /// weights are no longer those of the unfolded layers). Containers fold their children.
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The layer as `Any`, for the containers that look for a convolution followed by a batch
+    /// norm among their children; `None` for layers nobody looks for.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
+
     /// Whether the size rule floors for this input (see [`LayerSummary::floored`]).
     fn floors(&self, _input: &[usize]) -> bool {
         false
@@ -155,6 +170,23 @@ impl Module for Sequential {
             shape = layer.output_shape(&shape).map_err(|e| e.within(name))?;
         }
         Ok(shape)
+    }
+
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        for i in 0..self.layers.len() {
+            if i + 1 < self.layers.len() {
+                let (head, tail) = self.layers.split_at_mut(i + 1);
+                let conv = head[i].1.as_any_mut().and_then(|a| a.downcast_mut::<crate::layers::Conv2d>());
+                let bn = tail[0].1.as_any_mut().and_then(|a| a.downcast_mut::<crate::norm::BatchNorm2d>());
+                if let (Some(conv), Some(bn)) = (conv, bn) {
+                    bn.fold_into(conv).map_err(|e| e.within(&tail[0].0))?;
+                    continue;
+                }
+            }
+            let (name, layer) = &mut self.layers[i];
+            layer.fold_batch_norm().map_err(|e| e.within(name))?;
+        }
+        Ok(())
     }
 
     fn summarize(&self, prefix: &str, input: &[usize], rows: &mut Vec<LayerSummary>) -> Result<Vec<usize>> {

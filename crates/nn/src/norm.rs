@@ -7,6 +7,7 @@
 use stride_tensor::autograd::{self, Var};
 use stride_tensor::{Error, Result, Shape, Tensor};
 
+use crate::layers::Conv;
 use crate::module::{Mode, Module, NamedBuffer, NamedVar, join};
 
 /// Batch normalisation over the channel axis of `[N, C, *S]`, `S` of rank `N_SPATIAL`
@@ -20,6 +21,9 @@ pub struct BatchNorm<const N_SPATIAL: usize> {
     pub num_batches_tracked: Tensor,
     pub eps: f32,
     pub momentum: f32,
+    /// Folded into the convolution before it ([`BatchNorm::fold_into`]): evaluation passes the
+    /// input through, training is refused.
+    pub folded: bool,
 }
 
 pub type BatchNorm1d = BatchNorm<1>;
@@ -37,11 +41,51 @@ impl<const N_SPATIAL: usize> BatchNorm<N_SPATIAL> {
             num_batches_tracked: Tensor::scalar(0.0),
             eps: 1e-5,
             momentum: 0.1,
+            folded: false,
         })
     }
 
     fn channels(&self) -> usize {
         self.running_mean.numel()
+    }
+
+    /// Folds this batch norm's evaluation-mode transform into `conv`, the convolution before it:
+    /// per output channel k, with `s = γ_k / √(running_var_k + ε)`, the filter is scaled by `s`
+    /// and the bias becomes `(b_k − running_mean_k)·s + β_k`. Afterwards this layer passes its
+    /// input through in evaluation and refuses to train.
+    pub fn fold_into(&mut self, conv: &mut Conv<N_SPATIAL>) -> Result<()> {
+        let channels = self.channels();
+        let weight = conv.weight.value();
+        if weight.dims()[0] != channels || self.folded {
+            return Err(Error::invalid(
+                "fold_batch_norm",
+                format!(
+                    "cannot fold a batch norm of {channels} channels{} into a convolution of {} filters",
+                    if self.folded { " that is already folded" } else { "" },
+                    weight.dims()[0]
+                ),
+            ));
+        }
+        let per_filter = weight.numel() / channels.max(1);
+        let gamma =
+            self.weight.as_ref().map(|w| w.value().data().to_vec()).unwrap_or_else(|| vec![1.0; channels]);
+        let beta =
+            self.bias.as_ref().map(|b| b.value().data().to_vec()).unwrap_or_else(|| vec![0.0; channels]);
+        let bias =
+            conv.bias.as_ref().map(|b| b.value().data().to_vec()).unwrap_or_else(|| vec![0.0; channels]);
+        let mut w = weight.data().to_vec();
+        let mut b = vec![0.0f32; channels];
+        for k in 0..channels {
+            let scale = gamma[k] / (self.running_var.data()[k] + self.eps).sqrt();
+            for v in &mut w[k * per_filter..(k + 1) * per_filter] {
+                *v *= scale;
+            }
+            b[k] = (bias[k] - self.running_mean.data()[k]) * scale + beta[k];
+        }
+        conv.weight = Var::parameter(Tensor::new(weight.dims().to_vec(), w)?);
+        conv.bias = Some(Var::parameter(Tensor::new([channels], b)?));
+        self.folded = true;
+        Ok(())
     }
 }
 
@@ -64,6 +108,16 @@ impl<const N_SPATIAL: usize> Module for BatchNorm<N_SPATIAL> {
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
         let op = format!("BatchNorm{N_SPATIAL}d");
         self.output_shape(x.value().dims())?;
+        if self.folded {
+            return match mode {
+                Mode::Eval => Ok(x.clone()),
+                Mode::Train => Err(Error::invalid(
+                    op,
+                    "this batch norm was folded into the convolution before it for inference; \
+                     rebuild the network or reload its weights to train it",
+                )),
+            };
+        }
         match mode {
             Mode::Train => {
                 let (y, stats) =
@@ -119,6 +173,10 @@ impl<const N_SPATIAL: usize> Module for BatchNorm<N_SPATIAL> {
 
     fn own_parameters(&self) -> usize {
         affine_parameters(&self.weight, &self.bias)
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 }
 

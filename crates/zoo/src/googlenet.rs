@@ -200,6 +200,10 @@ impl Module for BasicConv2d {
         describe_children("BasicConv2d", &[("conv", &self.conv), ("bn", &self.bn)])
     }
 
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        self.bn.fold_into(&mut self.conv).map_err(|e| e.within("bn"))
+    }
+
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
         let y = self.conv.forward(x, mode).map_err(|e| e.within("conv"))?;
         let y = self.bn.forward(&y, mode).map_err(|e| e.within("bn"))?;
@@ -313,6 +317,13 @@ impl Module for Inception {
         describe_children("Inception", &self.branches())
     }
 
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        self.branch1.fold_batch_norm().map_err(|e| e.within("branch1"))?;
+        self.branch2.fold_batch_norm().map_err(|e| e.within("branch2"))?;
+        self.branch3.fold_batch_norm().map_err(|e| e.within("branch3"))?;
+        self.branch4.fold_batch_norm().map_err(|e| e.within("branch4"))
+    }
+
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
         let outputs = [
             self.branch1.forward(x, mode).map_err(|e| e.within("branch1"))?,
@@ -386,6 +397,10 @@ impl InceptionAux {
 impl Module for InceptionAux {
     fn describe(&self) -> String {
         describe_children("InceptionAux", &[("conv", &self.conv), ("fc1", &self.fc1), ("fc2", &self.fc2)])
+    }
+
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        self.conv.fold_batch_norm().map_err(|e| e.within("conv"))
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
@@ -537,6 +552,18 @@ impl GoogLeNet {
 }
 
 impl Module for GoogLeNet {
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        for (name, layer) in &mut self.features {
+            layer.fold_batch_norm().map_err(|e| e.within(name))?;
+        }
+        for (name, aux) in [("aux1", &mut self.aux1), ("aux2", &mut self.aux2)] {
+            if let Some(aux) = aux {
+                aux.fold_batch_norm().map_err(|e| e.within(name))?;
+            }
+        }
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         let mut children: Vec<(&str, &dyn Module)> = Vec::new();
         for (name, layer) in &self.features {

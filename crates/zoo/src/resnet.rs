@@ -220,6 +220,16 @@ impl ResidualBlock {
 }
 
 impl Module for ResidualBlock {
+    fn fold_batch_norm(&mut self) -> Result<()> {
+        for (i, (conv, bn)) in self.main.iter_mut().enumerate() {
+            bn.fold_into(conv).map_err(|e| e.within(BN_NAMES[i]))?;
+        }
+        match &mut self.shortcut {
+            Some((name, shortcut)) => shortcut.fold_batch_norm().map_err(|e| e.within(name)),
+            None => Ok(()),
+        }
+    }
+
     fn describe(&self) -> String {
         let mut lines = Vec::new();
         for (i, (conv, bn)) in self.main.iter().enumerate() {

@@ -31,6 +31,7 @@ pub struct Args {
 pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     set_threads(args.threads)?;
     let (config, mut model) = open_model(&args.checkpoint)?;
+    model.fold_batch_norm()?;
     let dataset: DatasetName = args.dataset.as_deref().unwrap_or(&config.dataset).parse()?;
     let found = Discovery::standard(args.data.clone()).find_or_download(dataset, None)?;
     let test = Dataset::from_split(load_split(&found.dir, dataset, false)?)?;

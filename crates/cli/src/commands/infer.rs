@@ -82,6 +82,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         load(net.as_mut(), weights)?;
     }
     net.output_shape(input.dims())?;
+    net.fold_batch_norm()?;
     let started = std::time::Instant::now();
     let output = no_grad(|| net.forward(&Var::constant(input), Mode::Eval))?.value().clone();
     let seconds = started.elapsed().as_secs_f64();

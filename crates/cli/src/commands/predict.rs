@@ -71,6 +71,7 @@ fn predict_checkpoint(args: &Args, out: &mut impl Write) -> Result<()> {
         bail!("no pictures given: `stride predict CHECKPOINT IMAGE...`");
     }
     let (config, mut model) = open_model(checkpoint)?;
+    model.fold_batch_norm()?;
     let invert = match args.invert.as_str() {
         "yes" => Invert::Always,
         "no" => Invert::Never,
@@ -94,6 +95,7 @@ fn predict_zoo(args: &Args, name: &str, weights: &std::path::Path, out: &mut imp
     }
     let mut model = info.build(&BuildOptions { in_channels: 3, classes: info.classes, seed: 0 })?;
     load(model.as_mut(), weights)?;
+    model.fold_batch_norm()?;
     let classes: Vec<String> = if info.classes == 1000 {
         imagenet_classes().into_iter().map(str::to_string).collect()
     } else {
