@@ -80,7 +80,25 @@ pub fn fans(shape: &[usize]) -> Result<(usize, usize)> {
     Ok((fan_in, fan_out))
 }
 
-/// Samples uniformly in `[low, high)` in f64, then rounds to f32.
+thread_local! {
+    static SHAPE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` (typically building a network) with every sampler of this module returning zeros
+/// without drawing: a network built this way has its shapes and its parameter count but costs
+/// no sampling time and, its zero pages never being written, next to no memory. For summaries
+/// of networks such as VGG-16 (138 million parameters). Restores the previous state on return.
+pub fn shape_only<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SHAPE_ONLY.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SHAPE_ONLY.with(|s| s.replace(true)));
+    f()
+}
+
 /// Tensors larger than this are sampled in parallel chunks (VGG's first fully connected layer
 /// holds 102.8 million weights: seconds on one core). Smaller ones keep the one sequential stream,
 /// so every small network's initial weights are what they always were.
@@ -94,6 +112,9 @@ const SAMPLE_CHUNK: usize = 1 << 16;
 /// large ones, chunk `i` from its own ChaCha8 stream `i` under one key drawn from `rng`.
 fn sample(numel: usize, rng: &mut ChaCha8Rng, fill: impl Fn(&mut [f32], &mut ChaCha8Rng) + Sync) -> Vec<f32> {
     let mut data = vec![0.0f32; numel];
+    if SHAPE_ONLY.with(std::cell::Cell::get) {
+        return data;
+    }
     if numel <= PARALLEL_SAMPLES {
         fill(&mut data, rng);
         return data;
@@ -107,6 +128,7 @@ fn sample(numel: usize, rng: &mut ChaCha8Rng, fill: impl Fn(&mut [f32], &mut Cha
     data
 }
 
+/// Samples uniformly in `[low, high)` in f64, then rounds to f32.
 fn sample_uniform(shape: Shape, low: f64, high: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let numel = shape.checked_numel()?;
     let data = sample(numel, rng, |out, rng| {
@@ -354,6 +376,17 @@ mod tests {
         let u: Vec<f64> = (0..8).map(|_| b.random::<f64>()).collect();
         let first = (-2.0 * (1.0 - u[0]).ln()).sqrt() * (std::f64::consts::TAU * u[1]).cos();
         assert_eq!(small.data()[0], first as f32);
+    }
+
+    #[test]
+    fn shape_only_draws_nothing_and_ends_with_its_scope() {
+        let mut a = rng(3);
+        let zeros = shape_only(|| normal([4, 5], 1.0, 2.0, &mut a).unwrap());
+        assert_eq!(zeros.dims(), &[4, 5]);
+        assert!(zeros.data().iter().all(|&v| v == 0.0));
+        // Nothing was drawn: the generator is where a fresh one is.
+        assert_eq!(a.random::<u64>(), rng(3).random::<u64>());
+        assert!(normal([3], 1.0, 2.0, &mut a).unwrap().data().iter().any(|&v| v != 0.0));
     }
 
     #[test]

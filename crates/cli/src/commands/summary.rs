@@ -57,7 +57,8 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
         None => info.input,
     };
     let options = BuildOptions { in_channels: c, classes: args.classes.unwrap_or(info.classes), seed: 0 };
-    let net = info.build(&options)?;
+    // Shapes only: VGG-16's 138 million weights are never drawn nor written.
+    let net = stride_nn::init::shape_only(|| info.build(&options))?;
     let (rows, output) = summarize(net.as_ref(), &[1, c, h, w])?;
     let path_width = rows.iter().map(|r| r.path.len()).max().unwrap_or(0).max("layer".len());
     let kind_width = rows.iter().map(|r| r.layer.len()).max().unwrap_or(0).clamp(4, 72);
