@@ -275,7 +275,8 @@ pub fn report(input: &[usize], rows: &[Row]) -> String {
     out
 }
 
-fn group_thousands(v: u64) -> String {
+/// `12,345,678`: thousands grouped, as `stride shape` and `stride summary` print counts.
+pub(crate) fn group_thousands(v: u64) -> String {
     let digits = v.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

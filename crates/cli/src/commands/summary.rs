@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use stride_nn::module::summarize;
 use stride_zoo::BuildOptions;
 
+use super::shape::group_thousands;
+
 /// A network of the zoo layer by layer: output shapes, parameters, multiply-adds.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,19 +33,6 @@ fn parse_volume(text: &str) -> Result<[usize; 3]> {
         [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Ok([*c, *h, *w]),
         _ => bail!("--input {text:?} is not C×H×W with three positive numbers (for example 3x224x224)"),
     }
-}
-
-/// `12,345,678`.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(d);
-    }
-    out
 }
 
 fn volume(shape: &[usize]) -> String {
@@ -80,8 +69,8 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
             r.path,
             kind,
             volume(&r.output),
-            grouped(r.parameters as u64),
-            grouped(r.mult_adds)
+            group_thousands(r.parameters as u64),
+            group_thousands(r.mult_adds)
         )?;
     }
     let parameters: usize = rows.iter().map(|r| r.parameters).sum();
@@ -89,8 +78,8 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     writeln!(
         out,
         "total: {} parameters, {} multiply-adds ({:.2} G) per image; output {}",
-        grouped(parameters as u64),
-        grouped(mult_adds),
+        group_thousands(parameters as u64),
+        group_thousands(mult_adds),
         mult_adds as f64 / 1e9,
         volume(&output)
     )?;
@@ -99,7 +88,7 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
             out,
             "largest layer: {} with {} parameters ({:.1}% of all)",
             biggest.path,
-            grouped(biggest.parameters as u64),
+            group_thousands(biggest.parameters as u64),
             100.0 * biggest.parameters as f64 / parameters as f64
         )?;
     }
@@ -116,7 +105,6 @@ mod tests {
         assert_eq!(parse_volume("1×28×28").unwrap(), [1, 28, 28]);
         assert!(parse_volume("3x224").is_err());
         assert!(parse_volume("0x2x2").is_err());
-        assert_eq!(grouped(138_357_544), "138,357,544");
-        assert_eq!(grouped(999), "999");
+        assert_eq!(group_thousands(138_357_544), "138,357,544");
     }
 }
