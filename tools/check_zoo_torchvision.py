@@ -66,6 +66,8 @@ import torchvision
 from safetensors.numpy import load_file
 from safetensors.torch import save_file
 
+from gen_zoo_fixtures import randomise_statistics  # the same statistics as the CI fixtures
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT = ["alexnet", "vgg11", "vgg16_bn", "googlenet", "resnet18", "resnet50"]
 ALL = (["alexnet"]
@@ -82,17 +84,6 @@ def build(name):
         assert model.transform_input is False, "torchvision's googlenet transforms its input"
         return model
     return getattr(models, name)(weights=None)
-
-
-def randomise_statistics(model, generator):
-    """Batch norm as after training: running statistics, scale and shift away from 0 and 1."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=generator) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=generator) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=generator) + 0.5)
-            m.bias.data.copy_(torch.randn(m.bias.shape, generator=generator) * 0.1)
-            m.num_batches_tracked.fill_(7)
 
 
 def run_stride(args, name, weights, x_path, y_path):

@@ -25,20 +25,10 @@ from safetensors.torch import save_file
 from torchvision.models import resnet50
 from torchvision.models.googlenet import Inception
 
+from bench_lenet import lenet5  # the network of `stride train lenet5`, defined once
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "crates/zoo/tests/fixtures")
-
-
-def lenet5():
-    from collections import OrderedDict
-
-    return nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 6, 5, padding=2)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-        ("conv2", nn.Conv2d(6, 16, 5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
-        ("flatten", nn.Flatten()),
-        ("fc1", nn.Linear(400, 120)), ("relu3", nn.ReLU()),
-        ("fc2", nn.Linear(120, 84)), ("relu4", nn.ReLU()),
-        ("fc3", nn.Linear(84, 10))]))
 
 
 class CifarBlock(nn.Module):
