@@ -40,6 +40,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from bench_compare import cpu_flags, cpu_name  # one reading of /proc/cpuinfo for every table
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATS = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -56,27 +58,6 @@ def lenet5():
         ("fc1", nn.Linear(400, 120)), ("relu3", nn.ReLU()),
         ("fc2", nn.Linear(120, 84)), ("relu4", nn.ReLU()),
         ("fc3", nn.Linear(84, 10))]))
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def cpu_flags():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1].split()
-                return "AVX-512" if "avx512f" in flags else ("AVX2+FMA" if "avx2" in flags else "SSE")
-    except OSError:
-        pass
-    return "?"
 
 
 def read_idx(path, magic):
