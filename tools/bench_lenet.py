@@ -28,7 +28,6 @@ import csv
 import datetime
 import gzip
 import os
-import platform
 import statistics
 import subprocess
 import sys
