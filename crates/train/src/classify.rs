@@ -51,6 +51,13 @@ fn border_mean(image: &Tensor) -> f32 {
 /// Reads `path` as the run's input `[1, C, H, W]`, normalised; also says whether it was inverted.
 pub fn prepare_image(config: &RunConfig, path: &Path, invert: Invert) -> Result<(Tensor, bool)> {
     let [c, h, w] = config.input;
+    let per_channel = |values: &[f32]| values.len() == c || values.len() == 1;
+    if !per_channel(&config.mean) || !per_channel(&config.std) || config.std.contains(&0.0) {
+        return Err(Error::Invalid(format!(
+            "the model's normalisation (mean {:?}, std {:?}) does not fit its {c} input channels",
+            config.mean, config.std
+        )));
+    }
     let image = load_image_for_model(path, c, h, w)?;
     let inverted = match invert {
         Invert::Always => true,

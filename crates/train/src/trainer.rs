@@ -185,12 +185,13 @@ impl Trainer {
             let lr = self.schedule.lr();
             self.optimizer.set_learning_rate(lr);
             observer.epoch_started(epoch + 1, self.config.epochs, batches, self.batches_done);
-            let started = Instant::now() - std::time::Duration::from_secs_f64(self.partial.seconds);
+            // Seconds already spent on this epoch before an interruption, plus this stretch.
+            let earlier = if self.partial.seconds.is_finite() { self.partial.seconds.max(0.0) } else { 0.0 };
             let images_before = self.partial.seen;
             let resumed_at = Instant::now();
             for batch in data.train.epoch_from(epoch as u64, self.batches_done) {
                 if stop.load(Ordering::SeqCst) {
-                    self.partial.seconds = started.elapsed().as_secs_f64();
+                    self.partial.seconds = earlier + resumed_at.elapsed().as_secs_f64();
                     self.commit("interrupted")?;
                     return Ok(Outcome::Interrupted { position: self.position() });
                 }
@@ -220,7 +221,7 @@ impl Trainer {
                 let rate = (self.partial.seen - images_before) as f64 / resumed_at.elapsed().as_secs_f64();
                 observer.batch_finished(self.running(), rate);
             }
-            let seconds = started.elapsed().as_secs_f64();
+            let seconds = earlier + resumed_at.elapsed().as_secs_f64();
             let train = self.running();
             let images = self.partial.seen as f64;
             observer.evaluating();
