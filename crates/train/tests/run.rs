@@ -206,6 +206,12 @@ fn existing_runs_are_never_overwritten_and_bad_directories_are_explained() {
     );
     assert_eq!(err, want);
 
+    // An edited checkpoint with nonsense timings still resumes (the timing restarts).
+    let mut checkpoint = read_checkpoint(&dir).unwrap();
+    checkpoint.partial.seconds = -1e300;
+    std::fs::write(dir.join(CHECKPOINT_FILE), serde_json::to_string(&checkpoint).unwrap()).unwrap();
+    Trainer::resume(&dir, Some(2)).unwrap().fit(&data, &mut Silent, &AtomicBool::new(false)).unwrap();
+
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let err = Trainer::resume(&empty, None).err().unwrap().to_string();
@@ -214,7 +220,7 @@ fn existing_runs_are_never_overwritten_and_bad_directories_are_explained() {
     let err = Trainer::resume(&empty, None).err().unwrap().to_string();
     assert!(err.contains("is not a valid stride checkpoint"), "{err}");
     let err = Trainer::resume(&dir, Some(0)).err().unwrap().to_string();
-    assert!(err.ends_with("has trained 1 epoch; --epochs must be at least 1"), "{err}");
+    assert!(err.ends_with("has trained 2 epochs; --epochs must be at least 2"), "{err}");
     let err = open_model(&tmp.path().join("nowhere")).err().unwrap().to_string();
     assert!(err.contains("does not exist; give a run directory"), "{err}");
 
