@@ -12,6 +12,20 @@ mod commands;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (the same index in its v2 and v3 headers, which the sys
+/// crate does not name).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// By default mimalloc hands freed memory back to the kernel 10 ms after its last use; a
+/// training step frees and reallocates every activation some hundreds of ms later, and paid the
+/// page faults and the kernel's zeroing of fresh pages again each time (7% of a ResNet-20 step).
+/// Freed memory is kept for reuse instead: the process's peak is unchanged.
+fn keep_freed_memory() {
+    // SAFETY: called first thing in `main`, before any other thread exists (the option setter
+    // is not thread safe); -1 means "never purge".
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 use std::io::{self, Write};
 use std::process::ExitCode;
 
@@ -31,9 +45,11 @@ enum Cli {
     Models(commands::models::Args),
     Summary(commands::summary::Args),
     Infer(commands::infer::Args),
+    Show(commands::show::Args),
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let mut out = io::stdout().lock();
     let result = match cli {
@@ -47,6 +63,7 @@ fn main() -> ExitCode {
         Cli::Models(args) => commands::models::run(&args, &mut out),
         Cli::Summary(args) => commands::summary::run(&args, &mut out),
         Cli::Infer(args) => commands::infer::run(&args, &mut out),
+        Cli::Show(args) => commands::show::run(&args, &mut out),
     };
     match result.and_then(|()| Ok(out.flush()?)) {
         Ok(()) => ExitCode::SUCCESS,

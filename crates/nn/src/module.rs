@@ -1,6 +1,7 @@
-//! The `Module` trait: a layer or a network that runs forward on `Var`s, answers its output
-//! shape without computing, and exposes its parameters and buffers under torchvision's
-//! state_dict paths (`features.0.weight`, `layer1.0.bn1.running_mean`).
+//! The `Module` trait: a layer or a network that runs forward on `Var`s (optionally reporting
+//! every leaf layer's output by path, [`forward_with_activations`]), answers its output shape
+//! without computing, and exposes its parameters and buffers under torchvision's state_dict
+//! paths (`features.0.weight`, `layer1.0.bn1.running_mean`).
 
 use stride_tensor::autograd::Var;
 use stride_tensor::{Result, Tensor};
@@ -33,6 +34,12 @@ pub struct LayerSummary {
     /// the input (with its padding) are never read.
     pub floored: bool,
 }
+
+/// What [`Module::forward_tapped`] calls with each leaf layer's path and output.
+pub type Tap<'a> = dyn FnMut(&str, &Var) + 'a;
+
+/// A tap that looks at nothing: what a container's plain `forward` passes.
+pub fn no_tap(_: &str, _: &Var) {}
 
 /// A layer or a network.
 pub trait Module: Send {
@@ -83,6 +90,18 @@ pub trait Module: Send {
         false
     }
 
+    /// Runs the layer like [`Module::forward`] and reports every leaf layer's output to `tap`
+    /// under its path (`prefix` + the torchvision path within this module: `layer1.0.conv1`,
+    /// `features.3`), in forward order, the same paths [`Module::summarize`] lists. A leaf layer
+    /// keeps this default, which reports its own output under `prefix`; a container overrides it
+    /// to run each child's `forward_tapped` with the child's path, and its `forward` is this with
+    /// a tap that does nothing, so the two cannot drift apart.
+    fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
+        let y = self.forward(x, mode)?;
+        tap(prefix, &y);
+        Ok(y)
+    }
+
     /// Appends one row per leaf layer for an input of shape `input`, named `prefix` + path,
     /// without computing anything, and returns the output shape. A leaf layer keeps this default;
     /// a container calls it on each child with the child's path and shape, in forward order.
@@ -105,6 +124,41 @@ pub fn summarize(module: &dyn Module, input: &[usize]) -> Result<(Vec<LayerSumma
     let mut rows = Vec::new();
     let output = module.summarize("", input, &mut rows)?;
     Ok((rows, output))
+}
+
+/// Runs `module` forward on `x` and keeps a copy of the output of every leaf layer for which
+/// `keep(path, output dims)` says yes, in forward order: the activations that feature-map
+/// pictures and probes look at. The result is [`Module::forward`]'s, bit for bit.
+///
+/// ```
+/// use stride_nn::layers::{Activation, Conv2d};
+/// use stride_nn::module::{Mode, Sequential, forward_with_activations};
+/// use stride_tensor::autograd::Var;
+/// use stride_tensor::ops::conv::ConvSpec;
+/// use stride_tensor::Tensor;
+///
+/// let conv = Conv2d::from_parts(Tensor::ones([2, 1, 3, 3])?, None, ConvSpec::new())?;
+/// let mut net = Sequential::named(vec![("conv", Box::new(conv)), ("relu", Box::new(Activation::ReLU))]);
+/// let x = Var::constant(Tensor::ones([1, 1, 5, 5])?);
+/// let (y, maps) = forward_with_activations(&mut net, &x, Mode::Eval, |_, dims| dims.len() == 4)?;
+/// assert_eq!(y.value().dims(), &[1, 2, 3, 3]);
+/// let paths: Vec<&str> = maps.iter().map(|(path, _)| path.as_str()).collect();
+/// assert_eq!(paths, ["conv", "relu"]);
+/// # Ok::<(), stride_tensor::Error>(())
+/// ```
+pub fn forward_with_activations(
+    module: &mut dyn Module,
+    x: &Var,
+    mode: Mode,
+    mut keep: impl FnMut(&str, &[usize]) -> bool,
+) -> Result<(Var, Vec<(String, Tensor)>)> {
+    let mut kept = Vec::new();
+    let y = module.forward_tapped("", x, mode, &mut |path: &str, y: &Var| {
+        if keep(path, y.value().dims()) {
+            kept.push((path.to_string(), y.value().clone()));
+        }
+    })?;
+    Ok((y, kept))
 }
 
 /// `prefix.name`, or `name` at the root.
@@ -157,9 +211,13 @@ impl Module for Sequential {
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
+        self.forward_tapped("", x, mode, &mut no_tap)
+    }
+
+    fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
         let mut h = x.clone();
         for (name, layer) in self.layers.iter_mut() {
-            h = layer.forward(&h, mode).map_err(|e| e.within(name))?;
+            h = layer.forward_tapped(&join(prefix, name), &h, mode, tap).map_err(|e| e.within(name))?;
         }
         Ok(h)
     }

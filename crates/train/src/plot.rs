@@ -33,8 +33,9 @@ pub const WIDTH: u32 = 1200;
 pub const HEIGHT: u32 = 500;
 
 /// The family every text style asks for. plotters' own default styles also ask for "sans-serif",
-/// so registering the embedded font under this name covers any text drawn with them.
-const FONT: &str = "sans-serif";
+/// so registering the embedded font under this name covers any text drawn with them. Other
+/// pictures (`stride-viz`) draw their text with it too, after [`register_embedded_font`].
+pub const FONT: &str = "sans-serif";
 static FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 
 /// The colours of matplotlib's default cycle, which readers of training curves know: blue for
@@ -333,9 +334,9 @@ fn value_range(values: impl Iterator<Item = f64>, panel: &Panel) -> Range<f64> {
     lo..hi
 }
 
-/// Registers the embedded font with plotters once per process; plotters keeps it in a global
-/// table, and every text it draws fails without it.
-fn register_embedded_font() -> std::result::Result<(), String> {
+/// Registers the embedded font with plotters under [`FONT`] once per process; plotters keeps it
+/// in a global table, and every text it draws fails without it.
+pub fn register_embedded_font() -> std::result::Result<(), String> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     if *REGISTERED.get_or_init(|| register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok()) {
         Ok(())

@@ -27,6 +27,9 @@ fn time(name: &str, mut f: impl FnMut()) {
 }
 
 fn main() {
+    // As the `stride` binary does (see its main.rs): keep freed memory, never purge (option 15).
+    // SAFETY: before any other thread exists.
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let n = 128;
     let t = |dims: &[usize]| {
         Tensor::from_fn(dims.to_vec(), |i| ((i.iter().sum::<usize>() * 7) % 13) as f32 / 13.0 - 0.4).unwrap()

@@ -45,7 +45,7 @@
 
 use stride_nn::init;
 use stride_nn::layers::{AdaptiveAvgPool, Conv2d, Dropout, Linear, Pool};
-use stride_nn::module::{LayerSummary, Mode, Module, NamedBuffer, NamedVar, Sequential, join};
+use stride_nn::module::{LayerSummary, Mode, Module, NamedBuffer, NamedVar, Sequential, Tap, join, no_tap};
 use stride_nn::norm::BatchNorm2d;
 use stride_tensor::autograd::{self, Var};
 use stride_tensor::ops::conv::ConvSpec;
@@ -205,8 +205,14 @@ impl Module for BasicConv2d {
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
-        let y = self.conv.forward(x, mode).map_err(|e| e.within("conv"))?;
-        let y = self.bn.forward(&y, mode).map_err(|e| e.within("bn"))?;
+        self.forward_tapped("", x, mode, &mut no_tap)
+    }
+
+    /// Reports `conv` and `bn`; the ReLU after them is functional in torchvision, without a path.
+    fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
+        let y =
+            self.conv.forward_tapped(&join(prefix, "conv"), x, mode, tap).map_err(|e| e.within("conv"))?;
+        let y = self.bn.forward_tapped(&join(prefix, "bn"), &y, mode, tap).map_err(|e| e.within("bn"))?;
         Ok(autograd::relu(&y))
     }
 
@@ -325,11 +331,18 @@ impl Module for Inception {
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
+        self.forward_tapped("", x, mode, &mut no_tap)
+    }
+
+    fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
+        let mut branch = |name: &str, module: &mut dyn Module| {
+            module.forward_tapped(&join(prefix, name), x, mode, tap).map_err(|e| e.within(name))
+        };
         let outputs = [
-            self.branch1.forward(x, mode).map_err(|e| e.within("branch1"))?,
-            self.branch2.forward(x, mode).map_err(|e| e.within("branch2"))?,
-            self.branch3.forward(x, mode).map_err(|e| e.within("branch3"))?,
-            self.branch4.forward(x, mode).map_err(|e| e.within("branch4"))?,
+            branch("branch1", &mut self.branch1)?,
+            branch("branch2", &mut self.branch2)?,
+            branch("branch3", &mut self.branch3)?,
+            branch("branch4", &mut self.branch4)?,
         ];
         let shapes: Vec<Vec<usize>> = outputs.iter().map(|y| y.value().dims().to_vec()).collect();
         Self::concat_shape(&shapes)?;
@@ -404,12 +417,19 @@ impl Module for InceptionAux {
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
+        self.forward_tapped("", x, mode, &mut no_tap)
+    }
+
+    /// Reports `conv.conv`, `conv.bn`, `fc1` (before its ReLU) and `fc2`; the pooling, ReLU and
+    /// dropout have no path.
+    fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
         let h = self.pool.forward(x, mode)?;
-        let h = self.conv.forward(&h, mode).map_err(|e| e.within("conv"))?;
+        let h =
+            self.conv.forward_tapped(&join(prefix, "conv"), &h, mode, tap).map_err(|e| e.within("conv"))?;
         let h = autograd::flatten(&h, 1, -1)?;
-        let h = autograd::relu(&self.fc1.forward(&h, mode).map_err(|e| e.within("fc1"))?);
-        let h = self.dropout.forward(&h, mode)?;
-        self.fc2.forward(&h, mode).map_err(|e| e.within("fc2"))
+        let h = self.fc1.forward_tapped(&join(prefix, "fc1"), &h, mode, tap).map_err(|e| e.within("fc1"))?;
+        let h = self.dropout.forward(&autograd::relu(&h), mode)?;
+        self.fc2.forward_tapped(&join(prefix, "fc2"), &h, mode, tap).map_err(|e| e.within("fc2"))
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -515,30 +535,45 @@ impl GoogLeNet {
     /// The main logits and, in [`Mode::Train`] with auxiliary classifiers, the two auxiliary
     /// heads' logits (torchvision's training output; the paper adds 0.3× each auxiliary loss).
     pub fn forward_with_aux(&mut self, x: &Var, mode: Mode) -> Result<GoogLeNetOutputs> {
-        self.run(x, mode, mode == Mode::Train)
+        self.run("", x, mode, mode == Mode::Train, &mut no_tap)
     }
 
-    fn run(&mut self, x: &Var, mode: Mode, with_aux: bool) -> Result<GoogLeNetOutputs> {
+    /// The forward pass, with the auxiliary heads if `with_aux`, reporting each leaf to `tap`.
+    fn run(
+        &mut self,
+        prefix: &str,
+        x: &Var,
+        mode: Mode,
+        with_aux: bool,
+        tap: &mut Tap<'_>,
+    ) -> Result<GoogLeNetOutputs> {
         let (mut aux_logits1, mut aux_logits2) = (None, None);
         let mut h = x.clone();
         for (name, layer) in self.features.iter_mut() {
-            h = layer.forward(&h, mode).map_err(|e| e.within(name))?;
+            h = layer.forward_tapped(&join(prefix, name), &h, mode, tap).map_err(|e| e.within(name))?;
             if !with_aux {
                 continue;
             }
             match (*name, &mut self.aux1, &mut self.aux2) {
                 ("inception4a", Some(aux), _) => {
-                    aux_logits1 = Some(aux.forward(&h, mode).map_err(|e| e.within("aux1"))?)
+                    aux_logits1 = Some(
+                        aux.forward_tapped(&join(prefix, "aux1"), &h, mode, tap)
+                            .map_err(|e| e.within("aux1"))?,
+                    )
                 }
                 ("inception4d", _, Some(aux)) => {
-                    aux_logits2 = Some(aux.forward(&h, mode).map_err(|e| e.within("aux2"))?)
+                    aux_logits2 = Some(
+                        aux.forward_tapped(&join(prefix, "aux2"), &h, mode, tap)
+                            .map_err(|e| e.within("aux2"))?,
+                    )
                 }
                 _ => {}
             }
         }
         let h = autograd::flatten(&h, 1, -1)?;
-        let h = self.dropout.forward(&h, mode)?;
-        let logits = self.fc.forward(&h, mode).map_err(|e| e.within("fc"))?;
+        let h = self.dropout.forward_tapped(&join(prefix, "dropout"), &h, mode, tap)?;
+        let logits =
+            self.fc.forward_tapped(&join(prefix, "fc"), &h, mode, tap).map_err(|e| e.within("fc"))?;
         Ok(GoogLeNetOutputs { logits, aux_logits2, aux_logits1 })
     }
 
@@ -582,7 +617,12 @@ impl Module for GoogLeNet {
     /// The main logits only, in both modes; the auxiliary heads are not run (see
     /// [`GoogLeNet::forward_with_aux`]).
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
-        Ok(self.run(x, mode, false)?.logits)
+        self.forward_tapped("", x, mode, &mut no_tap)
+    }
+
+    /// The main network's leaves in forward order (the auxiliary heads are not run).
+    fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
+        Ok(self.run(prefix, x, mode, false, tap)?.logits)
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {

@@ -39,7 +39,7 @@
 
 use stride_nn::init::{FanMode, Nonlinearity, kaiming_normal, pytorch_default_conv_or_linear, rng};
 use stride_nn::layers::{Activation, AdaptiveAvgPool, Conv2d, Flatten, Linear, Pool};
-use stride_nn::module::{LayerSummary, Mode, Module, NamedBuffer, NamedVar, Sequential, join};
+use stride_nn::module::{LayerSummary, Mode, Module, NamedBuffer, NamedVar, Sequential, Tap, join, no_tap};
 use stride_nn::norm::BatchNorm2d;
 use stride_tensor::autograd::{self, Var};
 use stride_tensor::ops::conv::ConvSpec;
@@ -244,17 +244,28 @@ impl Module for ResidualBlock {
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
+        self.forward_tapped("", x, mode, &mut no_tap)
+    }
+
+    /// Reports the main path's convolutions and batch norms, then the shortcut's leaves; the
+    /// ReLUs and the residual sum have no path.
+    fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
         let last = self.main.len() - 1;
         let mut h = x.clone();
         for (i, (conv, bn)) in self.main.iter_mut().enumerate() {
-            h = conv.forward(&h, mode).map_err(|e| e.within(CONV_NAMES[i]))?;
-            h = bn.forward(&h, mode).map_err(|e| e.within(BN_NAMES[i]))?;
+            let (conv_name, bn_name) = (CONV_NAMES[i], BN_NAMES[i]);
+            h = conv
+                .forward_tapped(&join(prefix, conv_name), &h, mode, tap)
+                .map_err(|e| e.within(conv_name))?;
+            h = bn.forward_tapped(&join(prefix, bn_name), &h, mode, tap).map_err(|e| e.within(bn_name))?;
             if i < last {
                 h = autograd::relu(&h);
             }
         }
         let identity = match &mut self.shortcut {
-            Some((name, shortcut)) => shortcut.forward(x, mode).map_err(|e| e.within(name))?,
+            Some((name, shortcut)) => {
+                shortcut.forward_tapped(&join(prefix, name), x, mode, tap).map_err(|e| e.within(name))?
+            }
             None => x.clone(),
         };
         // `add` broadcasts; a residual sum must not.

@@ -9,6 +9,7 @@ pub mod infer;
 pub mod models;
 pub mod predict;
 pub mod shape;
+pub mod show;
 pub mod summary;
 pub mod train;
 

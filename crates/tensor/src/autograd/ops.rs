@@ -6,6 +6,7 @@
 
 use super::{Backward, Var};
 use crate::error::Result;
+use crate::ops::elementwise::zip_map;
 use crate::ops::matmul::matmul_t;
 use crate::ops::reduce::sum_to_shape;
 use crate::tensor::Tensor;
@@ -169,10 +170,25 @@ impl Backward for PointwiseBackward {
     }
 }
 
+/// Passes the gradient where the input was positive; reads the input itself, so the forward
+/// saves nothing (a ReLU after every convolution would otherwise keep a mask as large as its
+/// output).
+struct ReluBackward;
+
+impl Backward for ReluBackward {
+    fn name(&self) -> &'static str {
+        "relu"
+    }
+
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let x = inputs[0].value();
+        Ok(vec![Some(zip_map("relu_backward", grad, x, |g, v| if v > 0.0 { g } else { 0.0 })?)])
+    }
+}
+
 /// `max(x, 0)`; the gradient at exactly 0 is 0, as in PyTorch.
 pub fn relu(x: &Var) -> Var {
-    let derivative = x.value().map(|v| if v > 0.0 { 1.0 } else { 0.0 });
-    Var::from_op(x.value().relu(), vec![x.clone()], PointwiseBackward { name: "relu", derivative })
+    Var::from_op(x.value().relu(), vec![x.clone()], ReluBackward)
 }
 
 /// `x` where positive, `slope · x` elsewhere.

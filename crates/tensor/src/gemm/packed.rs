@@ -11,7 +11,7 @@
 //!
 //! Layouts (all k-major inside a block, so the micro-kernel streams both operands):
 //! - `A`: for each block of `KC` taps, for each block of `MR` rows: `[kc × MR]`, rows past `m`
-//!   zero;
+//!   repeating row `m − 1` (their results are computed and never stored);
 //! - `B`: any rows of at least `n` rounded up to `NR` readable floats (the extra columns' results
 //!   are computed and never stored).
 //!
@@ -44,26 +44,30 @@ impl PackedA {
     /// 512×3×3 taps) packing is a sizeable share of a batch-1 call.
     pub fn new(a: &[f32], m: usize, k: usize) -> Self {
         assert!(a.len() >= m * k, "PackedA: {} values for a {m} × {k} matrix", a.len());
-        let blocks = m.div_ceil(MR);
-        let mut data = vec![0.0f32; blocks * MR * k];
-        let mut rest = data.as_mut_slice();
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
-            let (panel, tail) = rest.split_at_mut(blocks * MR * kc);
-            rest = tail;
-            panel.par_chunks_mut(MR * kc).enumerate().for_each(|(block, chunk)| {
-                let rows = MR.min(m - block * MR);
-                // Read the block's rows side by side and write the panel in order: one
-                // sequential write stream instead of six strided ones.
-                let starts: [usize; MR] = std::array::from_fn(|r| (block * MR + r.min(rows - 1)) * k + k0);
-                for (p, column) in chunk.chunks_exact_mut(MR).enumerate() {
-                    for (r, v) in column.iter_mut().enumerate().take(rows) {
-                        *v = a[starts[r] + p];
-                    }
-                }
-            });
-        }
+        let starts: Vec<usize> = (0..m).map(|r| r * k).collect();
+        let mut data = vec![0.0f32; m.div_ceil(MR) * MR * k];
+        pack(a, &starts, k, &mut data, true);
         PackedA { data, m, k }
+    }
+
+    /// Packs `A[m × k]` whose row `r` is `a[starts[r]..][..k]` (m = `starts.len()`), on the
+    /// calling thread, reusing `buffer`'s allocation: the taps of a stride-1 convolution, read
+    /// straight from the zero-padded image, without an im2col copy first.
+    pub fn from_rows(a: &[f32], starts: &[usize], k: usize, buffer: Vec<f32>) -> Self {
+        let m = starts.len();
+        let reach = starts.iter().max().map_or(0, |&s| s + k);
+        assert!(reach <= a.len(), "PackedA: rows reach {reach} but the buffer holds {}", a.len());
+        let mut data = buffer;
+        data.clear();
+        // `pack` writes every element (rows past `m` repeat the last row).
+        data.resize(m.div_ceil(MR) * MR * k, 0.0);
+        pack(a, starts, k, &mut data, false);
+        PackedA { data, m, k }
+    }
+
+    /// Gives the packed buffer back for reuse.
+    pub fn into_buffer(self) -> Vec<f32> {
+        self.data
     }
 
     /// Number of `MR`-row blocks.
@@ -74,6 +78,35 @@ impl PackedA {
     fn block(&self, k0: usize, kc: usize, block: usize) -> &[f32] {
         let start = k0 * self.row_blocks() * MR + block * MR * kc;
         &self.data[start..start + kc * MR]
+    }
+}
+
+/// Writes `A` (row `r` = `a[starts[r]..][..k]`) into `data` in the packed layout. Rows past
+/// `m` in the last block repeat row `m − 1`: their results are computed and never stored.
+fn pack(a: &[f32], starts: &[usize], k: usize, data: &mut [f32], parallel: bool) {
+    let m = starts.len();
+    let blocks = m.div_ceil(MR);
+    let mut rest = data;
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        let (panel, tail) = rest.split_at_mut(blocks * MR * kc);
+        rest = tail;
+        let pack_block = |(block, chunk): (usize, &mut [f32])| {
+            let rows = MR.min(m - block * MR);
+            // Read the block's rows side by side and write the panel in order: one
+            // sequential write stream instead of six strided ones.
+            let row_starts: [usize; MR] = std::array::from_fn(|r| starts[block * MR + r.min(rows - 1)] + k0);
+            for (p, column) in chunk.chunks_exact_mut(MR).enumerate() {
+                for (v, &start) in column.iter_mut().zip(&row_starts) {
+                    *v = a[start + p];
+                }
+            }
+        };
+        if parallel {
+            panel.par_chunks_mut(MR * kc).enumerate().for_each(pack_block);
+        } else {
+            panel.chunks_mut(MR * kc).enumerate().for_each(pack_block);
+        }
     }
 }
 

@@ -21,7 +21,8 @@
 //!
 //! [`batch_norm_train`], [`batch_norm_eval`] and [`batch_norm_backward`] are the production paths:
 //! the per-channel sums run in parallel over channels, each channel summed by one task in f64 in a
-//! fixed order (batch, then position), so the result does not depend on the thread count. The
+//! fixed order (batch, then position, in eight interleaved partial sums), so the result does not
+//! depend on the thread count. The
 //! `_reference` functions hold the plain loops that define them.
 
 use rayon::prelude::*;
@@ -198,19 +199,47 @@ fn inv_std(var: f64, eps: f32) -> f64 {
     1.0 / (var + eps as f64).sqrt()
 }
 
+/// Independent f64 partial sums per channel: a single running sum waits on each addition's
+/// latency; eight lanes add eight values at a time (and vectorise). Which lane a value goes to
+/// is fixed by its position, so the result does not depend on the thread count.
+const LANES: usize = 8;
+
+/// Adds `f(a[i], b[i])` into the lanes, value `i` into lane `i % LANES`.
+fn add_lanes(lanes: &mut [f64; LANES], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f64) {
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for ((lane, &u), &v) in lanes.iter_mut().zip(a).zip(b) {
+            *lane += f(u, v);
+        }
+    }
+    for ((lane, &u), &v) in lanes.iter_mut().zip(a_rest).zip(b_rest) {
+        *lane += f(u, v);
+    }
+}
+
+/// The lanes' total, always added in the same order.
+fn total(lanes: [f64; LANES]) -> f64 {
+    lanes.iter().sum()
+}
+
 /// Per-channel `(mean, biased variance)` in f64, two passes, parallel over channels.
 fn channel_moments(x: &[f32], g: Geometry) -> Vec<(f64, f64)> {
     let count = g.per_channel() as f64;
     (0..g.channels)
         .into_par_iter()
         .map(|c| {
-            let sum: f64 = g.planes(c).map(|at| x[at].iter().map(|&v| v as f64).sum::<f64>()).sum();
-            let mean = sum / count;
-            let squares: f64 = g
-                .planes(c)
-                .map(|at| x[at].iter().map(|&v| (v as f64 - mean) * (v as f64 - mean)).sum::<f64>())
-                .sum();
-            (mean, squares / count)
+            let mut sum = [0.0; LANES];
+            g.planes(c).for_each(|at| add_lanes(&mut sum, &x[at.clone()], &x[at], |v, _| v as f64));
+            let mean = total(sum) / count;
+            let mut squares = [0.0; LANES];
+            g.planes(c).for_each(|at| {
+                add_lanes(&mut squares, &x[at.clone()], &x[at], |v, _| {
+                    let d = v as f64 - mean;
+                    d * d
+                })
+            });
+            (mean, total(squares) / count)
         })
         .collect()
 }
@@ -298,11 +327,13 @@ pub fn batch_norm_backward(
         .into_par_iter()
         .map(|c| {
             let (mu, r) = (means[c] as f64, inv_stds[c] as f64);
-            g.planes(c).fold((0.0, 0.0), |(sum, dot), at| {
-                xs[at.clone()].iter().zip(&dys[at]).fold((sum, dot), |(sum, dot), (&v, &d)| {
-                    (sum + d as f64, dot + d as f64 * (v as f64 - mu) * r)
-                })
-            })
+            let (mut sum, mut dot) = ([0.0; LANES], [0.0; LANES]);
+            for at in g.planes(c) {
+                let (x, dy) = (&xs[at.clone()], &dys[at]);
+                add_lanes(&mut sum, dy, dy, |d, _| d as f64);
+                add_lanes(&mut dot, x, dy, |v, d| d as f64 * (v as f64 - mu) * r);
+            }
+            (total(sum), total(dot))
         })
         .collect();
     let count = g.per_channel() as f64;

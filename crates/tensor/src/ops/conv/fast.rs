@@ -135,6 +135,66 @@ fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, po
     y
 }
 
+/// The zero-padded volume of a stride-1 convolution and the numbering of its output positions
+/// in it (see [`shifted`]).
+struct Padded<'g> {
+    g: &'g ConvGeometry,
+    /// `[Dp, Hp, Wp]`: the input with its padding.
+    dims: [usize; 3],
+    volume: usize,
+    /// Output positions numbered in the padded volume, up to the last real one.
+    positions: usize,
+}
+
+impl<'g> Padded<'g> {
+    fn new(g: &'g ConvGeometry) -> Self {
+        let dims: [usize; 3] = std::array::from_fn(|i| g.input[i] + g.pad_begin[i] + g.pad_end[i]);
+        let [_, hp, wp] = dims;
+        let [od, oh, ow] = g.output;
+        let positions = (od - 1) * hp * wp + (oh - 1) * wp + ow;
+        Padded { g, dims, volume: dims.iter().product(), positions }
+    }
+
+    /// Copies one channel `src [D, H, W]` into the interior of `dst [Dp, Hp, Wp]`; the border
+    /// of `dst` is left as it is (zero).
+    fn copy_channel(&self, src: &[f32], dst: &mut [f32]) {
+        let [id, ih, iw] = self.g.input;
+        let [pd, ph, pw] = self.g.pad_begin;
+        let [_, hp, wp] = self.dims;
+        for z in 0..id {
+            for r in 0..ih {
+                let at = ((z + pd) * hp + r + ph) * wp + pw;
+                dst[at..at + iw].copy_from_slice(&src[(z * ih + r) * iw..][..iw]);
+            }
+        }
+    }
+
+    /// The offset of tap `(c, fz, fr, fc)` from an output position, for `channels` channels in
+    /// a row, in the order of the filters' `[C, Kd, Kh, Kw]` layout.
+    fn tap_offsets(&self, channels: usize) -> Vec<usize> {
+        let [kd, kh, kw] = self.g.kernel;
+        let [dd, dh, dw] = self.g.dilation;
+        let [_, hp, wp] = self.dims;
+        let mut offsets = Vec::with_capacity(channels * self.g.kernel_volume());
+        for c in 0..channels {
+            for fz in 0..kd {
+                for fr in 0..kh {
+                    for fc in 0..kw {
+                        offsets.push(c * self.volume + (fz * dd * hp + fr * dh) * wp + fc * dw);
+                    }
+                }
+            }
+        }
+        offsets
+    }
+
+    /// Whether padded position `p` is a real output position (and not one past a row's end).
+    fn is_output(&self, p: usize) -> bool {
+        let [_, hp, wp] = self.dims;
+        p / wp % hp < self.g.output[1] && p % wp < self.g.output[2]
+    }
+}
+
 /// Stride 1: the rows of `B` are the zero-padded image itself, shifted by each tap's offset.
 ///
 /// Output positions are numbered in the padded volume, `p = z·Hp·Wp + h·Wp + w`, so that tap
@@ -149,41 +209,20 @@ fn shifted(
     y: &mut [f32],
     portable: bool,
 ) {
-    let padded_dims: [usize; 3] = std::array::from_fn(|i| g.input[i] + g.pad_begin[i] + g.pad_end[i]);
-    let [_, hp, wp] = padded_dims;
-    let volume = padded_dims.iter().product::<usize>();
-    let [od, oh, ow] = g.output;
-    let positions = (od - 1) * hp * wp + (oh - 1) * wp + ow;
-    let (cin_g, cout_g) = (g.in_per_group(), g.out_per_group());
+    let padding = Padded::new(g);
+    let (hp, wp, volume) = (padding.dims[1], padding.dims[2], padding.volume);
+    let [_, oh, ow] = g.output;
+    let positions = padding.positions;
+    let cin_g = g.in_per_group();
+    let cout_g = g.out_per_group();
 
     // The last strip of the last channel may read up to NR floats past the volume.
     let mut padded = vec![0.0f32; g.batch * g.in_channels * volume + NR];
-    let [id, ih, iw] = g.input;
-    let [pd, ph, pw] = g.pad_begin;
     padded[..g.batch * g.in_channels * volume]
         .par_chunks_mut(volume)
         .zip(x.par_chunks(g.input_volume()))
-        .for_each(|(dst, src)| {
-            for z in 0..id {
-                for r in 0..ih {
-                    let at = ((z + pd) * hp + r + ph) * wp + pw;
-                    dst[at..at + iw].copy_from_slice(&src[(z * ih + r) * iw..][..iw]);
-                }
-            }
-        });
-
-    let [kd, kh, kw] = g.kernel;
-    let [dd, dh, dw] = g.dilation;
-    let mut offsets = Vec::with_capacity(cin_g * g.kernel_volume());
-    for c in 0..cin_g {
-        for fz in 0..kd {
-            for fr in 0..kh {
-                for fc in 0..kw {
-                    offsets.push(c * volume + (fz * dd * hp + fr * dh) * wp + fc * dw);
-                }
-            }
-        }
-    }
+        .for_each(|(dst, src)| padding.copy_channel(src, dst));
+    let offsets = padding.tap_offsets(cin_g);
 
     let plan = Plan::new(g, positions);
     let out = OutPtr(y.as_mut_ptr());
@@ -317,7 +356,9 @@ pub(crate) fn backward(
         true => backward_input_as_forward(g, w, dy).unwrap_or_else(|| backward_input(g, w, dy)),
         false => Vec::new(),
     };
-    let dw = backward_weight_as_forward(g, x, dy).unwrap_or_else(|| backward_weight(g, x, dy));
+    let dw = backward_weight_as_forward(g, x, dy)
+        .or_else(|| backward_weight_shifted(g, x, dy))
+        .unwrap_or_else(|| backward_weight(g, x, dy));
     (dx, dw, backward_bias(g, dy))
 }
 
@@ -397,6 +438,89 @@ fn backward_weight_as_forward(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option
                 let src = &partial[(c * cout + k) * taps..][..taps];
                 for (d, s) in dw[(k * cin + c) * taps..][..taps].iter_mut().zip(src) {
                     *d += s;
+                }
+            }
+        }
+    }
+    Some(dw)
+}
+
+/// `dw` of a stride-1 convolution as one packed GEMM per image and group, with the taps read
+/// straight from the zero-padded image as in the forward ([`shifted`]):
+/// `dw_gᵀ [C_in/G·|F|, C_out/G] += taps [C_in/G·|F|, P'] · dy_gᵀ [P', C_out/G]`, where row `t`
+/// of `taps` is the padded image from tap `t`'s offset on, and `P'` numbers the output positions
+/// in the padded volume (`dy_gᵀ` is zero at the positions past a row's end). No im2col buffer:
+/// the taps are packed once, straight from the image. Fixed chunks of [`GRAD_IMAGES`] images run
+/// in parallel, their partial sums added in image order (thread-count independent). `None` for
+/// strided layers.
+fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+    let empty =
+        [g.batch, g.in_channels, g.out_channels, g.kernel_volume(), g.input_volume(), g.output_volume()]
+            .contains(&0);
+    if g.stride != [1, 1, 1] || empty {
+        return None;
+    }
+    let padding = Padded::new(g);
+    let (cin_g, cout_g, taps) = (g.in_per_group(), g.out_per_group(), g.kernel_volume());
+    let k_dim = cin_g * taps;
+    let (span, output_volume) = (padding.positions, g.output_volume());
+    let tap_offsets = padding.tap_offsets(cin_g);
+    // dy_gᵀ rows: C_out/G values, padded to whole micro-kernel strips (the kernel reads them).
+    let row = packed::b_row_stride(cout_g);
+    let dy_offsets: Vec<usize> = (0..span).map(|p| p * row).collect();
+    // The real output positions: (first padded position, first output position, count) per row.
+    let runs: Vec<(usize, usize, usize)> = (0..span)
+        .step_by(padding.dims[2])
+        .filter(|&p| padding.is_output(p))
+        .enumerate()
+        .map(|(i, p)| (p, i * g.output[2], g.output[2]))
+        .collect();
+
+    let starts: Vec<usize> = (0..g.batch).step_by(GRAD_IMAGES).collect();
+    let partials: Vec<Vec<f32>> = starts
+        .into_par_iter()
+        .map(|n0| {
+            // Per group, dw_gᵀ [k_dim, C_out/G].
+            let mut partial = vec![0.0f32; g.groups * k_dim * cout_g];
+            // Borders and the positions past a row's end stay zero; the rest is overwritten
+            // for every image.
+            let mut padded = vec![0.0f32; cin_g * padding.volume];
+            let mut dy_t = vec![0.0f32; span * row];
+            let mut buffer = Vec::new();
+            for n in n0..g.batch.min(n0 + GRAD_IMAGES) {
+                for group in 0..g.groups {
+                    let first = n * g.in_channels + group * cin_g;
+                    for (c, dst) in padded.chunks_exact_mut(padding.volume).enumerate() {
+                        padding.copy_channel(&x[(first + c) * g.input_volume()..][..g.input_volume()], dst);
+                    }
+                    let dy_g = &dy[(n * g.out_channels + group * cout_g) * output_volume..]
+                        [..cout_g * output_volume];
+                    for (k, plane) in dy_g.chunks_exact(output_volume).enumerate() {
+                        for &(p, q, count) in &runs {
+                            for (i, &v) in plane[q..q + count].iter().enumerate() {
+                                dy_t[(p + i) * row + k] = v;
+                            }
+                        }
+                    }
+                    let a = PackedA::from_rows(&padded, &tap_offsets, span, buffer);
+                    let b = RowsB { data: &dy_t, offsets: &dy_offsets };
+                    let c = partial[group * k_dim * cout_g..].as_mut_ptr();
+                    // SAFETY: `c` points at this group's own [k_dim × cout_g] block of `partial`.
+                    unsafe { packed::gemm_packed(&a, b, cout_g, 0..a.row_blocks(), c, cout_g, false) };
+                    buffer = a.into_buffer();
+                }
+            }
+            partial
+        })
+        .collect();
+    let mut dw = vec![0.0f32; g.out_channels * k_dim];
+    for partial in &partials {
+        for group in 0..g.groups {
+            let block = &partial[group * k_dim * cout_g..][..k_dim * cout_g];
+            for k in 0..cout_g {
+                let dst = &mut dw[(group * cout_g + k) * k_dim..][..k_dim];
+                for (t, d) in dst.iter_mut().enumerate() {
+                    *d += block[t * cout_g + k];
                 }
             }
         }

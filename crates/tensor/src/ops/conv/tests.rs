@@ -287,8 +287,9 @@ fn fast_matches_reference_on_multi_tile_layers() {
 
 #[test]
 fn one_thread_and_many_threads_agree_bitwise() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 6] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 7] = [
         ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        ([19, 16, 14, 14], [32, 16, 3, 3], ConvSpec::new().padding(1)),
         ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
         ([21, 1, 28, 28], [6, 1, 5, 5], ConvSpec::new().padding(2)),
         // A single image with few tiles: the GEMM itself is spread over the threads.
@@ -384,7 +385,11 @@ proptest! {
 /// with batches that put several images into one GEMM, with a partial last batch of images.
 #[test]
 fn fast_backward_matches_reference_on_multi_tile_layers() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 8] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 10] = [
+        // ResNet-20's first stage on 28×28: the weight gradient from the padded image, 19 images
+        // in chunks of 8, 898 padded positions (several KC blocks of the packed GEMM).
+        ([19, 16, 28, 28], [16, 16, 3, 3], ConvSpec::new().padding(1)),
+        ([9, 6, 11, 13], [10, 3, 3, 2], ConvSpec::new().groups(2).dilation([2, 1]).padding([3, 0])),
         // LeNet's conv2: 10×10 outputs, 10 images per GEMM, 37 = 3·10 + 7 images.
         ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
         ([19, 4, 9, 9], [6, 2, 3, 3], ConvSpec::new().groups(2).padding(1)),
@@ -408,8 +413,9 @@ fn fast_backward_matches_reference_on_multi_tile_layers() {
 
 #[test]
 fn backward_one_thread_and_two_threads_agree_bitwise() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 6] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 7] = [
         ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        ([19, 16, 14, 14], [32, 16, 3, 3], ConvSpec::new().padding(1)),
         ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
         ([21, 1, 28, 28], [6, 1, 5, 5], ConvSpec::new().padding(2)),
         ([1, 64, 7, 7], [64, 64, 3, 3], ConvSpec::new().padding(1)),
