@@ -46,6 +46,7 @@ enum Cli {
     Summary(commands::summary::Args),
     Infer(commands::infer::Args),
     Show(commands::show::Args),
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         Cli::Summary(args) => commands::summary::run(&args, &mut out),
         Cli::Infer(args) => commands::infer::run(&args, &mut out),
         Cli::Show(args) => commands::show::run(&args, &mut out),
+        Cli::Serve(args) => commands::serve::run(&args, &mut out),
     };
     match result.and_then(|()| Ok(out.flush()?)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -101,7 +101,27 @@ pub fn load_image_for_model(
             expected: "1 or 3 channels and a size from 1×1 to 65536×65536".into(),
         });
     }
-    let rgb = decode(path)?.to_rgb8();
+    picture_for_model(&decode(path)?, channels, height, width)
+}
+
+/// A decoded picture (an upload, say) as a network's input, exactly as [`load_image_for_model`]
+/// prepares a file: `[channels, height, width]` in [0, 1], resized with a triangle filter, grey
+/// by ITU-R 601 luma for one channel.
+pub fn picture_for_model(
+    picture: &DynamicImage,
+    channels: usize,
+    height: usize,
+    width: usize,
+) -> Result<Tensor> {
+    if !matches!(channels, 1 | 3) || height == 0 || width == 0 || height > 1 << 16 || width > 1 << 16 {
+        return Err(Error::invalid(
+            "picture for a model",
+            format!(
+                "cannot make a [{channels}, {height}, {width}] input: 1 or 3 channels and a size from 1×1 to 65536×65536"
+            ),
+        ));
+    }
+    let rgb = picture.to_rgb8();
     let (h, w) = (height as u32, width as u32);
     let resized = image::imageops::resize(&rgb, w, h, image::imageops::FilterType::Triangle);
     let plane = height * width;

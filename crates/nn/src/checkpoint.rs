@@ -109,11 +109,19 @@ pub fn save_tensors(
 /// counters, are converted), with the file's metadata.
 pub fn load_tensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, "read", e))?;
-    let file = SafeTensors::deserialize(&bytes).map_err(|e| {
-        Error::invalid("checkpoint", format!("{} is not a safetensors file: {e}", path.display()))
-    })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::invalid("checkpoint", format!("{}: unreadable header: {e}", path.display())))?;
+    read_tensors(&bytes, &path.display().to_string())
+}
+
+/// [`load_tensors`] from the bytes of a safetensors file held in memory (weights embedded in a
+/// program, say); `source` names them in errors.
+pub fn read_tensors(
+    bytes: &[u8],
+    source: &str,
+) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let file = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::invalid("checkpoint", format!("{source} is not a safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::invalid("checkpoint", format!("{source}: unreadable header: {e}")))?;
     let mut out = BTreeMap::new();
     for (name, view) in file.tensors() {
         let values = match view.dtype() {
@@ -128,10 +136,7 @@ pub fn load_tensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<St
             other => {
                 return Err(Error::invalid(
                     "checkpoint",
-                    format!(
-                        "{}: tensor {name} is stored as {other:?}; stride reads F32 and I64",
-                        path.display()
-                    ),
+                    format!("{source}: tensor {name} is stored as {other:?}; stride reads F32 and I64"),
                 ));
             }
         };

@@ -3,6 +3,7 @@
 //! operations a CNN is made of, each with a plain reference implementation beside its fast one.
 
 pub mod autograd;
+mod buffer;
 pub mod error;
 pub(crate) mod gemm;
 pub mod geometry;

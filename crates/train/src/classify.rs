@@ -50,15 +50,22 @@ fn border_mean(image: &Tensor) -> f32 {
 
 /// Reads `path` as the run's input `[1, C, H, W]`, normalised; also says whether it was inverted.
 pub fn prepare_image(config: &RunConfig, path: &Path, invert: Invert) -> Result<(Tensor, bool)> {
+    check_normalisation(config)?;
     let [c, h, w] = config.input;
-    let per_channel = |values: &[f32]| values.len() == c || values.len() == 1;
-    if !per_channel(&config.mean) || !per_channel(&config.std) || config.std.contains(&0.0) {
+    prepare_picture(config, load_image_for_model(path, c, h, w)?, invert)
+}
+
+/// [`prepare_image`] for a picture already read and resized to the run's input (an upload):
+/// `image` is `[C, H, W]` in [0, 1] (`stride_data::image_io::picture_for_model`).
+pub fn prepare_picture(config: &RunConfig, image: Tensor, invert: Invert) -> Result<(Tensor, bool)> {
+    check_normalisation(config)?;
+    let [c, h, w] = config.input;
+    if image.dims() != config.input {
         return Err(Error::Invalid(format!(
-            "the model's normalisation (mean {:?}, std {:?}) does not fit its {c} input channels",
-            config.mean, config.std
+            "the picture is {} but the model takes [{c}, {h}, {w}]",
+            image.shape()
         )));
     }
-    let image = load_image_for_model(path, c, h, w)?;
     let inverted = match invert {
         Invert::Always => true,
         Invert::Never => false,
@@ -74,6 +81,19 @@ pub fn prepare_image(config: &RunConfig, path: &Path, invert: Invert) -> Result<
         }
     }
     Ok((Tensor::new(vec![1, c, h, w], data)?, inverted))
+}
+
+/// The normalisation must give one mean and one non-zero std per input channel (or one for all).
+fn check_normalisation(config: &RunConfig) -> Result<()> {
+    let c = config.input[0];
+    let per_channel = |values: &[f32]| values.len() == c || values.len() == 1;
+    if !per_channel(&config.mean) || !per_channel(&config.std) || config.std.contains(&0.0) {
+        return Err(Error::Invalid(format!(
+            "the model's normalisation (mean {:?}, std {:?}) does not fit its {c} input channels",
+            config.mean, config.std
+        )));
+    }
+    Ok(())
 }
 
 /// The `k` most probable classes for one prepared input, most probable first.

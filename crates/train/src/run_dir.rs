@@ -15,7 +15,7 @@
 //! them, and only after that are the files it no longer names removed. A crash at any moment
 //! leaves a complete, consistent checkpoint: the new one or the previous one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +23,7 @@ use stride_nn::checkpoint::{self, write_atomic};
 use stride_nn::module::Module;
 use stride_nn::optim::Optimizer;
 use stride_nn::schedule::ScheduleState;
+use stride_tensor::Tensor;
 
 use crate::config::RunConfig;
 use crate::error::{Error, Result};
@@ -192,16 +193,31 @@ pub fn open_model(path: &Path) -> Result<(RunConfig, Box<dyn Module>)> {
             path.display()
         )));
     };
-    let (_, metadata) = checkpoint::load_tensors(&weights)?;
+    let (tensors, metadata) = checkpoint::load_tensors(&weights)?;
+    model_from_tensors(tensors, &metadata, &weights.display().to_string())
+}
+
+/// [`open_model`] for a weights file of `stride train` held in memory (weights embedded in a
+/// program); `source` names it in errors.
+pub fn model_from_weights(bytes: &[u8], source: &str) -> Result<(RunConfig, Box<dyn Module>)> {
+    let (tensors, metadata) = checkpoint::read_tensors(bytes, source)?;
+    model_from_tensors(tensors, &metadata, source)
+}
+
+/// The zoo network named by the run config in `metadata`, holding `tensors`.
+fn model_from_tensors(
+    tensors: BTreeMap<String, Tensor>,
+    metadata: &HashMap<String, String>,
+    source: &str,
+) -> Result<(RunConfig, Box<dyn Module>)> {
     let Some(config) = metadata.get(CONFIG_KEY) else {
         return Err(Error::Checkpoint(format!(
-            "{} has no stride run config in its header ({CONFIG_KEY}); it was not written by `stride train`",
-            weights.display()
+            "{source} has no stride run config in its header ({CONFIG_KEY}); it was not written by `stride train`"
         )));
     };
     let config: RunConfig = serde_json::from_str(config)
-        .map_err(|e| Error::Checkpoint(format!("{}: unreadable run config: {e}", weights.display())))?;
+        .map_err(|e| Error::Checkpoint(format!("{source}: unreadable run config: {e}")))?;
     let mut model = stride_zoo::build(&config.model, config.classes.len(), config.input[0], config.seed)?;
-    checkpoint::load(model.as_mut(), &weights)?;
+    checkpoint::assign(model.as_mut(), tensors, source)?;
     Ok((config, model))
 }

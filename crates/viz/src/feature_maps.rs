@@ -100,9 +100,10 @@ pub fn volume(maps: &Tensor) -> String {
     }
 }
 
-/// One layer's maps as a picture: a grid with a tile per channel, the layer's path, its output
-/// volume and its description in the title, and a colour scale.
-pub fn render_feature_maps(maps: &LayerMaps, scale: MapScale) -> Result<RgbImage> {
+/// One layer's maps as a grid of numbered tiles, one per channel, without the page around it:
+/// the body of [`render_feature_maps`], and what a page with captions of its own shows (`stride
+/// serve`). Also returns the values at the two ends of the colour scale.
+pub fn feature_map_grid(maps: &LayerMaps, scale: MapScale) -> Result<(RgbImage, (f32, f32))> {
     let [d, h, w] = match *maps.maps.dims() {
         [d, h, w] => [d, h, w],
         _ => return Err(Error::Invalid(format!("feature maps are [D, H, W], got {}", maps.maps.shape()))),
@@ -122,7 +123,15 @@ pub fn render_feature_maps(maps: &LayerMaps, scale: MapScale) -> Result<RgbImage
             tile(&t, h, w, ColorMap::Viridis)
         })
         .collect();
-    let grid = Grid::square(d, h, w);
+    let grid = render_grid(&tiles, &Grid::square(d, h, w), &GridLabels::Index)?;
+    Ok((grid, (lo, hi)))
+}
+
+/// One layer's maps as a picture: a grid with a tile per channel, the layer's path, its output
+/// volume and its description in the title, and a colour scale.
+pub fn render_feature_maps(maps: &LayerMaps, scale: MapScale) -> Result<RgbImage> {
+    let (body, (lo, hi)) = feature_map_grid(maps, scale)?;
+    let [d, h, w] = [0, 1, 2].map(|i| maps.maps.dims()[i]);
     let (how, bar) = match scale {
         MapScale::Layer => (
             "one colour scale for every map of the layer",
@@ -151,7 +160,7 @@ pub fn render_feature_maps(maps: &LayerMaps, scale: MapScale) -> Result<RgbImage
             maps.layer.clone(),
             format!("{d} feature maps of {w}×{h}, one per output channel, numbered row by row; {how}"),
         ],
-        body: render_grid(&tiles, &grid, &GridLabels::Index)?,
+        body,
         bar: Some(bar),
     };
     figure.render()

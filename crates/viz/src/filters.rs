@@ -155,9 +155,19 @@ pub fn filter_tiles(weight: &Tensor, channels: FilterChannels) -> Result<FilterT
     Ok(FilterTiles { channels, filters: k, inputs: c, tiles })
 }
 
-/// The filters as a labelled picture: a grid of tiles under a title naming the layer and its
-/// weight's shape, with a grey scale bar.
-pub fn render_filters(filters: &ConvFilters, channels: FilterChannels) -> Result<RgbImage> {
+/// The filters as a grid of tiles without the page around it: the body of [`render_filters`],
+/// and what a page with captions of its own shows (`stride serve`). Also returns what the tiles
+/// are ([`FilterChannels::Auto`] resolved).
+pub fn filter_grid(filters: &ConvFilters, channels: FilterChannels) -> Result<(RgbImage, FilterChannels)> {
+    let (body, channels, _) = grid_and_words(filters, channels)?;
+    Ok((body, channels))
+}
+
+/// The grid of tiles, what they are, and a line saying how to read them.
+fn grid_and_words(
+    filters: &ConvFilters,
+    channels: FilterChannels,
+) -> Result<(RgbImage, FilterChannels, String)> {
     let cut = filter_tiles(&filters.weight, channels)?;
     let [k, c, fh, fw] = [cut.filters, cut.inputs, filters.weight.dims()[2], filters.weight.dims()[3]];
     let images: Vec<RgbImage> = cut
@@ -189,6 +199,14 @@ pub fn render_filters(filters: &ConvFilters, channels: FilterChannels) -> Result
             "one tile per filter, numbered row by row".to_string(),
         ),
     };
+    Ok((render_grid(&images, &grid, &labels)?, cut.channels, how))
+}
+
+/// The filters as a labelled picture: a grid of tiles under a title naming the layer and its
+/// weight's shape, with a grey scale bar.
+pub fn render_filters(filters: &ConvFilters, channels: FilterChannels) -> Result<RgbImage> {
+    let (body, channels, how) = grid_and_words(filters, channels)?;
+    let [k, c, fh, fw] = [0, 1, 2, 3].map(|i| filters.weight.dims()[i]);
     let (lo, hi) = value_range(filters.weight.data()).unwrap_or((0.0, 0.0));
     let figure = Figure {
         title: format!("{}: {k} filters of {c}×{fh}×{fw} (weight {})", filters.path, filters.weight.shape()),
@@ -201,12 +219,12 @@ pub fn render_filters(filters: &ConvFilters, channels: FilterChannels) -> Result
             ),
             "shown as applied: convolution here is cross-correlation, so the tiles are not flipped".into(),
         ],
-        body: render_grid(&images, &grid, &labels)?,
+        body,
         bar: Some(ColourBar {
             map: ColorMap::Gray,
             low: 0.0,
             high: 1.0,
-            label: if cut.channels == FilterChannels::Colour {
+            label: if channels == FilterChannels::Colour {
                 "each colour channel: from the tile's smallest weight (none) to its largest (full)".into()
             } else {
                 "weight: from the tile's smallest (black) to its largest (white)".into()

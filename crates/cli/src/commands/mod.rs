@@ -8,6 +8,7 @@ pub mod filter;
 pub mod infer;
 pub mod models;
 pub mod predict;
+pub mod serve;
 pub mod shape;
 pub mod show;
 pub mod summary;

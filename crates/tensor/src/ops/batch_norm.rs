@@ -27,6 +27,7 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::collect_blocks;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -246,18 +247,11 @@ fn channel_moments(x: &[f32], g: Geometry) -> Vec<(f64, f64)> {
 
 /// `y = (x − shift_c)·scale_c + offset_c` element by element, in f64, parallel over planes.
 fn normalise(x: &Tensor, g: Geometry, per_channel: &[(f64, f64, f64)]) -> Tensor {
-    let mut y = vec![0.0f32; x.numel()];
-    if g.plane > 0 {
-        let xs = x.data();
-        y.par_chunks_mut(g.plane).with_min_len(MIN_TASK_ELEMENTS.div_ceil(g.plane)).enumerate().for_each(
-            |(nc, y)| {
-                let (shift, scale, offset) = per_channel[nc % g.channels];
-                for (out, &v) in y.iter_mut().zip(&xs[nc * g.plane..][..g.plane]) {
-                    *out = ((v as f64 - shift) * scale + offset) as f32;
-                }
-            },
-        );
-    }
+    let xs = x.data();
+    let y = collect_blocks(x.numel(), g.plane, MIN_TASK_ELEMENTS.div_ceil(g.plane.max(1)), |nc, at| {
+        let (shift, scale, offset) = per_channel[nc % g.channels];
+        xs[at].iter().map(move |&v| ((v as f64 - shift) * scale + offset) as f32)
+    });
     Tensor::from_parts(x.shape().clone(), y)
 }
 
@@ -337,26 +331,20 @@ pub fn batch_norm_backward(
         })
         .collect();
     let count = g.per_channel() as f64;
-    let mut dx = vec![0.0f32; x.numel()];
-    if g.plane > 0 {
-        dx.par_chunks_mut(g.plane).with_min_len(MIN_TASK_ELEMENTS.div_ceil(g.plane)).enumerate().for_each(
-            |(nc, dx)| {
-                let c = nc % g.channels;
-                let (mu, r) = (means[c] as f64, inv_stds[c] as f64);
-                let scale = value_or(weight, c, 1.0) * r;
-                let (sum, dot) = sums[c];
-                let at = nc * g.plane..(nc + 1) * g.plane;
-                for (out, (&v, &d)) in dx.iter_mut().zip(xs[at.clone()].iter().zip(&dys[at])) {
-                    *out = if training {
-                        let x_hat = (v as f64 - mu) * r;
-                        (scale / count * (count * d as f64 - sum - x_hat * dot)) as f32
-                    } else {
-                        (scale * d as f64) as f32
-                    };
-                }
-            },
-        );
-    }
+    let dx = collect_blocks(x.numel(), g.plane, MIN_TASK_ELEMENTS.div_ceil(g.plane.max(1)), |nc, at| {
+        let c = nc % g.channels;
+        let (mu, r) = (means[c] as f64, inv_stds[c] as f64);
+        let scale = value_or(weight, c, 1.0) * r;
+        let (sum, dot) = sums[c];
+        xs[at.clone()].iter().zip(&dys[at]).map(move |(&v, &d)| {
+            if training {
+                let x_hat = (v as f64 - mu) * r;
+                (scale / count * (count * d as f64 - sum - x_hat * dot)) as f32
+            } else {
+                (scale * d as f64) as f32
+            }
+        })
+    });
     Ok(BatchNormGrads {
         input: Tensor::from_parts(x.shape().clone(), dx),
         weight: channel_tensor(sums.iter().map(|s| s.1)),

@@ -20,6 +20,8 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::collect_blocks;
+
 use super::layout::{coalesce, for_each_run, gather};
 use crate::error::{Error, Result};
 use crate::shape::Shape;
@@ -109,12 +111,8 @@ pub fn broadcast_to(x: &Tensor, shape: impl Into<Shape>) -> Result<Tensor> {
 pub fn zip_map(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + Sync) -> Result<Tensor> {
     let (xa, xb) = (a.data(), b.data());
     if a.dims() == b.dims() {
-        let mut out = vec![0.0; xa.len()];
-        fill_chunks(&mut out, CHUNK, |start, block| {
-            let end = start + block.len();
-            for ((o, &x), &y) in block.iter_mut().zip(&xa[start..end]).zip(&xb[start..end]) {
-                *o = f(x, y);
-            }
+        let out = collect_blocks(xa.len(), CHUNK, 1, |_, range| {
+            xa[range.clone()].iter().zip(&xb[range]).map(|(&x, &y)| f(x, y))
         });
         return Ok(Tensor::from_parts(a.shape().clone(), out));
     }
@@ -165,12 +163,7 @@ pub fn zip_map(op: &str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32 + S
 /// `f(x)` elementwise. The building block of the unary operations.
 pub fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync) -> Tensor {
     let src = x.data();
-    let mut out = vec![0.0; src.len()];
-    fill_chunks(&mut out, CHUNK, |start, block| {
-        for (o, &v) in block.iter_mut().zip(&src[start..]) {
-            *o = f(v);
-        }
-    });
+    let out = collect_blocks(src.len(), CHUNK, 1, |_, range| src[range].iter().map(|&v| f(v)));
     Tensor::from_parts(x.shape().clone(), out)
 }
 

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 use super::ConvGeometry;
 
+use crate::buffer::{BlockWriter, fill_blocks};
 use crate::gemm::packed::{self, MR, NR, PackedA, RowsB};
 use crate::gemm::{MatRef, Threads, gemm};
 
@@ -117,10 +118,13 @@ impl Plan {
 }
 
 fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, portable: bool) -> Vec<f32> {
-    let mut y = vec![0.0f32; g.batch * g.out_channels * g.output_volume()];
-    if y.is_empty() {
+    let len = g.batch * g.out_channels * g.output_volume();
+    // Not zeroed first: both kernels write every element of `y[..len]` (see theirs).
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    if len == 0 {
         return y;
     }
+    let out = OutPtr(y.as_mut_ptr());
     let k_dim = g.in_per_group() * g.kernel_volume();
     let filters: Vec<PackedA> = (0..g.groups)
         .map(|group| PackedA::new(&w[group * g.out_per_group() * k_dim..], g.out_per_group(), k_dim))
@@ -128,10 +132,13 @@ fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, po
     // A 1×1 convolution's taps are the input rows themselves: copying a tile of them keeps the
     // GEMM's rows 1 KiB apart instead of a whole channel plane apart (fewer TLB misses).
     if g.stride == [1; 3] && !g.is_pointwise() {
-        shifted(g, x, &filters, bias, &mut y, portable);
+        shifted(g, x, &filters, bias, out, portable);
     } else {
-        strided(g, x, &filters, bias, &mut y, portable);
+        strided(g, x, &filters, bias, out, portable);
     }
+    // SAFETY: the kernel wrote all `len` elements (its tasks cover every image, filter and
+    // output position).
+    unsafe { y.set_len(len) };
     y
 }
 
@@ -188,6 +195,24 @@ impl<'g> Padded<'g> {
         offsets
     }
 
+    /// Writes the whole padded channel of `src [D, H, W]`, border zeros included.
+    fn write_channel(&self, src: &[f32], writer: &mut BlockWriter) {
+        let [id, ih, iw] = self.g.input;
+        let [pd, ph, pw] = self.g.pad_begin;
+        let [_, hp, wp] = self.dims;
+        writer.zeros(pd * hp * wp);
+        for z in 0..id {
+            writer.zeros(ph * wp);
+            for r in 0..ih {
+                writer.zeros(pw);
+                writer.copy(&src[(z * ih + r) * iw..][..iw]);
+                writer.zeros(wp - pw - iw);
+            }
+            writer.zeros((hp - ph - ih) * wp);
+        }
+        // The planes after the input's last (`pad_end` in depth) are the block's zero rest.
+    }
+
     /// Whether padded position `p` is a real output position (and not one past a row's end).
     fn is_output(&self, p: usize) -> bool {
         let [_, hp, wp] = self.dims;
@@ -206,7 +231,7 @@ fn shifted(
     x: &[f32],
     filters: &[PackedA],
     bias: Option<&[f32]>,
-    y: &mut [f32],
+    out: OutPtr,
     portable: bool,
 ) {
     let padding = Padded::new(g);
@@ -216,16 +241,17 @@ fn shifted(
     let cin_g = g.in_per_group();
     let cout_g = g.out_per_group();
 
-    // The last strip of the last channel may read up to NR floats past the volume.
-    let mut padded = vec![0.0f32; g.batch * g.in_channels * volume + NR];
-    padded[..g.batch * g.in_channels * volume]
-        .par_chunks_mut(volume)
-        .zip(x.par_chunks(g.input_volume()))
-        .for_each(|(dst, src)| padding.copy_channel(src, dst));
+    // The last strip of the last channel may read up to NR floats past the volume (zeros: the
+    // block past the last plane is left unwritten).
+    let planes = g.batch * g.in_channels;
+    let padded = fill_blocks(planes * volume + NR, volume, 1, |plane, _, writer| {
+        if plane < planes {
+            padding.write_channel(&x[plane * g.input_volume()..][..g.input_volume()], writer);
+        }
+    });
     let offsets = padding.tap_offsets(cin_g);
 
     let plan = Plan::new(g, positions);
-    let out = OutPtr(y.as_mut_ptr());
     let output_volume = g.output_volume();
     (0..plan.tasks(g)).into_par_iter().for_each(|t| {
         let (n, group, p0, len, blocks) = plan.task(g, t);
@@ -252,17 +278,13 @@ fn shifted(
                 for k in rows.clone() {
                     let channel = group * cout_g + k;
                     let b = bias.map_or(0.0, |b| b[channel]);
-                    // SAFETY: output (n, channel, z, h, w..w+count) belongs to this task alone:
-                    // its positions come from this task's tile, its channel from its rows.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.at((n * g.out_channels + channel) * output_volume + first),
-                            count,
-                        )
-                    };
+                    let dst = out.at((n * g.out_channels + channel) * output_volume + first);
                     let src = &tile[k * stride + (p - p0)..][..count];
-                    for (d, s) in dst.iter_mut().zip(src) {
-                        *d = s + b;
+                    for (i, s) in src.iter().enumerate() {
+                        // SAFETY: output (n, channel, z, h, w..w+count) lies inside `y` and
+                        // belongs to this task alone: its positions come from this task's tile,
+                        // its channel from its rows. Written, never read: it may be uninitialised.
+                        unsafe { dst.add(i).write(s + b) };
                     }
                 }
             }
@@ -278,7 +300,7 @@ fn strided(
     x: &[f32],
     filters: &[PackedA],
     bias: Option<&[f32]>,
-    y: &mut [f32],
+    out: OutPtr,
     portable: bool,
 ) {
     let positions = g.output_volume();
@@ -287,16 +309,18 @@ fn strided(
     let plan = Plan::new(g, positions);
     let stride = packed::b_row_stride(plan.tile);
     let offsets: Vec<usize> = (0..k_dim).map(|r| r * stride).collect();
-    let out = OutPtr(y.as_mut_ptr());
     (0..plan.tasks(g)).into_par_iter().for_each(|t| {
         let (n, group, p0, len, blocks) = plan.task(g, t);
         let rows = blocks.start * MR..(blocks.end * MR).min(cout_g);
         let first_out = (n * g.out_channels + group * cout_g) * positions + p0;
         for k in rows {
-            // SAFETY: this task alone owns columns p0..p0+len of output rows `rows` of image n,
-            // group `group`; each row segment is in bounds and disjoint from other tasks'.
-            let row = unsafe { std::slice::from_raw_parts_mut(out.at(first_out + k * positions), len) };
-            row.fill(bias.map_or(0.0, |b| b[group * cout_g + k]));
+            let (row, b) = (out.at(first_out + k * positions), bias.map_or(0.0, |b| b[group * cout_g + k]));
+            for i in 0..len {
+                // SAFETY: this task alone owns columns p0..p0+len of output rows `rows` of image
+                // n, group `group`; each row segment is in bounds and disjoint from other
+                // tasks'. Written before the GEMM adds to it (it may be uninitialised before).
+                unsafe { row.add(i).write(b) };
+            }
         }
         let image = &x[(n * g.in_channels + group * cin_g) * g.input_volume()..][..cin_g * g.input_volume()];
         let mut taps = SCRATCH.take();
