@@ -3,7 +3,7 @@
 //! (`weight [out, in/groups, *k]`, `bias [out]`), so weights move between the two by name.
 
 use stride_tensor::autograd::{self, Var};
-use stride_tensor::ops::conv::{ConvSpec, Padding};
+use stride_tensor::ops::conv::{ConvSpec, Padding, conv_relu};
 use stride_tensor::ops::layout::flatten_shape;
 use stride_tensor::ops::pool::{PoolKind, PoolSpec};
 use stride_tensor::{Error, Result, Shape, Tensor};
@@ -15,6 +15,8 @@ pub struct Conv<const N: usize> {
     pub weight: Var,
     pub bias: Option<Var>,
     pub spec: ConvSpec<N>,
+    /// The ReLU after this layer runs inside it ([`Conv::fuse_relu`]).
+    fused_relu: bool,
 }
 
 pub type Conv1d = Conv<1>;
@@ -40,7 +42,20 @@ impl<const N: usize> Conv<N> {
                 format!("bias {} does not match weight {}", b.shape(), weight.shape()),
             ));
         }
-        Ok(Conv { weight: Var::parameter(weight), bias: bias.map(Var::parameter), spec })
+        Ok(Conv { weight: Var::parameter(weight), bias: bias.map(Var::parameter), spec, fused_relu: false })
+    }
+
+    /// Applies the ReLU that follows this layer as each output is written (the inference path's
+    /// fused epilogue, [`stride_tensor::ops::conv::conv_relu`]): one pass over the output
+    /// instead of two. The caller drops its own ReLU. While gradients are being recorded the
+    /// layer runs the convolution and the ReLU as two differentiable steps, with the same result.
+    pub fn fuse_relu(&mut self) {
+        self.fused_relu = true;
+    }
+
+    /// Whether [`Conv::fuse_relu`] was called.
+    pub fn relu_fused(&self) -> bool {
+        self.fused_relu
     }
 }
 
@@ -74,7 +89,17 @@ impl<const N: usize> Module for Conv<N> {
     }
 
     fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
-        autograd::conv(x, &self.weight, self.bias.as_ref(), &self.spec)
+        let bias = self.bias.as_ref();
+        match self.fused_relu {
+            false => autograd::conv(x, &self.weight, bias, &self.spec),
+            true if autograd::is_recording() => {
+                Ok(autograd::relu(&autograd::conv(x, &self.weight, bias, &self.spec)?))
+            }
+            true => {
+                let y = conv_relu(x.value(), self.weight.value(), bias.map(Var::value), &self.spec)?;
+                Ok(Var::constant(y))
+            }
+        }
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -196,6 +221,10 @@ impl Module for Activation {
         }
     }
 
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
         Ok(match *self {
             Activation::ReLU => autograd::relu(x),
@@ -203,6 +232,34 @@ impl Module for Activation {
             Activation::Tanh => autograd::tanh(x),
             Activation::Sigmoid => autograd::sigmoid(x),
         })
+    }
+
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        Ok(input.to_vec())
+    }
+}
+
+/// Stands where a layer was whose work the layer before it now does (a ReLU fused into the
+/// convolution before it, [`Conv::fuse_relu`]): passes its input through, and prints and
+/// reports its output under the replaced layer's name.
+pub struct FusedInto {
+    replaced: String,
+}
+
+impl FusedInto {
+    /// In place of the layer described as `replaced` (`ReLU()`).
+    pub fn new(replaced: String) -> Self {
+        FusedInto { replaced }
+    }
+}
+
+impl Module for FusedInto {
+    fn describe(&self) -> String {
+        self.replaced.clone()
+    }
+
+    fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
+        Ok(x.clone())
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {

@@ -72,7 +72,8 @@ pub trait Module: Send {
 
     /// Prepares the network for inference only: folds every batch norm into the convolution
     /// before it (`w' = w·γ/σ`, `b' = (b − μ)·γ/σ + β`, σ = √(running var + ε)), after which the
-    /// batch norm passes its input through. Evaluation outputs stay the same up to rounding;
+    /// batch norm passes its input through, and moves each ReLU that follows a convolution into
+    /// the convolution's output loop (`Conv::fuse_relu`): bias and ReLU in one pass. Evaluation outputs stay the same up to rounding;
     /// training a folded network is an error, and so is saving it as a training checkpoint (its
     /// weights are no longer those of the unfolded layers). Containers fold their children.
     fn fold_batch_norm(&mut self) -> Result<()> {
@@ -200,6 +201,38 @@ impl Sequential {
     }
 }
 
+impl Sequential {
+    /// Moves each ReLU that follows a convolution (directly, or after a batch norm folded into
+    /// it) into the convolution's epilogue, leaving a pass-through under the ReLU's name.
+    fn fuse_relus(&mut self) {
+        use crate::layers::{Activation, Conv2d, FusedInto};
+        use crate::norm::BatchNorm2d;
+        let is = |layer: &mut Box<dyn Module>, test: &dyn Fn(&mut dyn std::any::Any) -> bool| {
+            layer.as_any_mut().is_some_and(test)
+        };
+        for i in 0..self.layers.len() {
+            if !is(&mut self.layers[i].1, &|a| a.is::<Conv2d>()) {
+                continue;
+            }
+            let mut j = i + 1;
+            while j < self.layers.len()
+                && is(&mut self.layers[j].1, &|a| a.downcast_ref::<BatchNorm2d>().is_some_and(|bn| bn.folded))
+            {
+                j += 1;
+            }
+            if j < self.layers.len()
+                && is(&mut self.layers[j].1, &|a| matches!(a.downcast_ref(), Some(Activation::ReLU)))
+            {
+                let replaced = self.layers[j].1.describe();
+                self.layers[j].1 = Box::new(FusedInto::new(replaced));
+                if let Some(conv) = self.layers[i].1.as_any_mut().and_then(|a| a.downcast_mut::<Conv2d>()) {
+                    conv.fuse_relu();
+                }
+            }
+        }
+    }
+}
+
 impl Module for Sequential {
     fn describe(&self) -> String {
         let inner: Vec<String> = self
@@ -244,6 +277,7 @@ impl Module for Sequential {
             let (name, layer) = &mut self.layers[i];
             layer.fold_batch_norm().map_err(|e| e.within(name))?;
         }
+        self.fuse_relus();
         Ok(())
     }
 

@@ -204,6 +204,43 @@ mod tests {
         assert_eq!(bn.num_batches_tracked.item().unwrap(), 1.0, "evaluation does not count batches");
     }
 
+    /// conv → batch norm → ReLU, folded: the batch norm goes into the convolution's weights, the
+    /// ReLU into its output loop; the outputs stay those of the unfolded network, with and
+    /// without gradients being recorded.
+    #[test]
+    fn folding_fuses_batch_norm_and_relu_into_the_convolution() {
+        use crate::layers::{Activation, Conv2d};
+        use crate::module::Sequential;
+        use stride_tensor::autograd::no_grad;
+        use stride_tensor::ops::conv::ConvSpec;
+
+        let seeded = |dims: &[usize], k: f32| {
+            Tensor::from_fn(dims, |i| (i.iter().sum::<usize>() as f32 * k).sin() * 0.7).unwrap()
+        };
+        let conv = Conv2d::from_parts(seeded(&[4, 3, 3, 3], 0.9), None, ConvSpec::new().padding(1)).unwrap();
+        let mut bn = BatchNorm2d::new(4).unwrap();
+        bn.running_mean = seeded(&[4], 1.3);
+        bn.running_var = seeded(&[4], 0.4).map(|v| v.abs() + 0.5);
+        let mut net = Sequential::new(vec![Box::new(conv), Box::new(bn), Box::new(Activation::ReLU)]);
+        let x = Var::constant(seeded(&[2, 3, 6, 5], 0.31));
+        let before = net.forward(&x, Mode::Eval).unwrap().value().clone();
+        net.fold_batch_norm().unwrap();
+        assert!(net.describe().contains("(2): ReLU()"), "the fused ReLU still prints: {}", net.describe());
+        let fused = no_grad(|| net.forward(&x, Mode::Eval)).unwrap().value().clone();
+        let recorded = net.forward(&x, Mode::Eval).unwrap().value().clone();
+        assert_eq!(fused, recorded, "the recording fallback computes the same values");
+        // The convolution's own output is now the ReLU's: nothing negative leaves it.
+        let (_, maps) = no_grad(|| {
+            crate::module::forward_with_activations(&mut net, &x, Mode::Eval, |path, _| path == "0")
+        })
+        .unwrap();
+        assert!(maps[0].1.data().iter().all(|&v| v >= 0.0), "ReLU fused into the convolution");
+        assert!(before.data().contains(&0.0), "the ReLU clips some outputs");
+        for (a, b) in fused.data().iter().zip(before.data()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+
     #[test]
     fn names_follow_torchvision() {
         let mut bn = BatchNorm2d::new(3).unwrap();

@@ -201,7 +201,9 @@ impl Module for BasicConv2d {
     }
 
     fn fold_batch_norm(&mut self) -> Result<()> {
-        self.bn.fold_into(&mut self.conv).map_err(|e| e.within("bn"))
+        self.bn.fold_into(&mut self.conv).map_err(|e| e.within("bn"))?;
+        self.conv.fuse_relu();
+        Ok(())
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
@@ -213,7 +215,8 @@ impl Module for BasicConv2d {
         let y =
             self.conv.forward_tapped(&join(prefix, "conv"), x, mode, tap).map_err(|e| e.within("conv"))?;
         let y = self.bn.forward_tapped(&join(prefix, "bn"), &y, mode, tap).map_err(|e| e.within("bn"))?;
-        Ok(autograd::relu(&y))
+        // Folded for inference, the convolution applies the ReLU itself.
+        Ok(if self.conv.relu_fused() { y } else { autograd::relu(&y) })
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {

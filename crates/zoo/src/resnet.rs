@@ -221,8 +221,12 @@ impl ResidualBlock {
 
 impl Module for ResidualBlock {
     fn fold_batch_norm(&mut self) -> Result<()> {
+        let last = self.main.len() - 1;
         for (i, (conv, bn)) in self.main.iter_mut().enumerate() {
             bn.fold_into(conv).map_err(|e| e.within(BN_NAMES[i]))?;
+            if i < last {
+                conv.fuse_relu();
+            }
         }
         match &mut self.shortcut {
             Some((name, shortcut)) => shortcut.fold_batch_norm().map_err(|e| e.within(name)),
@@ -258,7 +262,8 @@ impl Module for ResidualBlock {
                 .forward_tapped(&join(prefix, conv_name), &h, mode, tap)
                 .map_err(|e| e.within(conv_name))?;
             h = bn.forward_tapped(&join(prefix, bn_name), &h, mode, tap).map_err(|e| e.within(bn_name))?;
-            if i < last {
+            // Folded for inference, the convolution applies the ReLU itself.
+            if i < last && !conv.relu_fused() {
                 h = autograd::relu(&h);
             }
         }

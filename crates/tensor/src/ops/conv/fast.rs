@@ -61,13 +61,44 @@ impl OutPtr {
 }
 
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    forward_with(g, x, w, bias, false)
+    forward_with(g, x, w, bias, Epilogue::Bias, false)
+}
+
+/// The forward with ReLU applied as each output is written (inference: no separate pass over the
+/// output, no second buffer).
+pub(crate) fn forward_relu(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    forward_with(g, x, w, bias, Epilogue::BiasRelu, false)
+}
+
+/// What happens to a sum as it is written out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Epilogue {
+    /// `y = s + b`.
+    Bias,
+    /// `y = max(s + b, 0)`.
+    BiasRelu,
+}
+
+impl Epilogue {
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Epilogue::Bias => v,
+            // Not `f32::max`, which would turn a NaN into 0: PyTorch's relu keeps it.
+            Epilogue::BiasRelu => {
+                if v < 0.0 {
+                    0.0
+                } else {
+                    v
+                }
+            }
+        }
+    }
 }
 
 /// The same computation through the portable micro-kernel (for the tests that compare them).
 #[cfg(test)]
 pub(crate) fn forward_portable(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    forward_with(g, x, w, bias, true)
+    forward_with(g, x, w, bias, Epilogue::Bias, true)
 }
 
 /// How the tasks split the work: (image, group, tile of positions, range of filter blocks).
@@ -117,7 +148,14 @@ impl Plan {
     }
 }
 
-fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, portable: bool) -> Vec<f32> {
+fn forward_with(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    portable: bool,
+) -> Vec<f32> {
     let len = g.batch * g.out_channels * g.output_volume();
     // Not zeroed first: both kernels write every element of `y[..len]` (see theirs).
     let mut y: Vec<f32> = Vec::with_capacity(len);
@@ -132,9 +170,9 @@ fn forward_with(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, po
     // A 1×1 convolution's taps are the input rows themselves: copying a tile of them keeps the
     // GEMM's rows 1 KiB apart instead of a whole channel plane apart (fewer TLB misses).
     if g.stride == [1; 3] && !g.is_pointwise() {
-        shifted(g, x, &filters, bias, out, portable);
+        shifted(g, x, &filters, bias, epilogue, out, portable);
     } else {
-        strided(g, x, &filters, bias, out, portable);
+        strided(g, x, &filters, bias, epilogue, out, portable);
     }
     // SAFETY: the kernel wrote all `len` elements (its tasks cover every image, filter and
     // output position).
@@ -231,6 +269,7 @@ fn shifted(
     x: &[f32],
     filters: &[PackedA],
     bias: Option<&[f32]>,
+    epilogue: Epilogue,
     out: OutPtr,
     portable: bool,
 ) {
@@ -284,7 +323,7 @@ fn shifted(
                         // SAFETY: output (n, channel, z, h, w..w+count) lies inside `y` and
                         // belongs to this task alone: its positions come from this task's tile,
                         // its channel from its rows. Written, never read: it may be uninitialised.
-                        unsafe { dst.add(i).write(s + b) };
+                        unsafe { dst.add(i).write(epilogue.apply(s + b)) };
                     }
                 }
             }
@@ -300,6 +339,7 @@ fn strided(
     x: &[f32],
     filters: &[PackedA],
     bias: Option<&[f32]>,
+    epilogue: Epilogue,
     out: OutPtr,
     portable: bool,
 ) {
@@ -313,6 +353,7 @@ fn strided(
         let (n, group, p0, len, blocks) = plan.task(g, t);
         let rows = blocks.start * MR..(blocks.end * MR).min(cout_g);
         let first_out = (n * g.out_channels + group * cout_g) * positions + p0;
+        let rows_again = rows.clone();
         for k in rows {
             let (row, b) = (out.at(first_out + k * positions), bias.map_or(0.0, |b| b[group * cout_g + k]));
             for i in 0..len {
@@ -334,6 +375,15 @@ fn strided(
         unsafe {
             packed::gemm_packed(&filters[group], rows_b, len, blocks, out.at(first_out), positions, portable)
         };
+        if epilogue != Epilogue::Bias {
+            for k in rows_again.clone() {
+                let row = out.at(first_out + k * positions);
+                for i in 0..len {
+                    // SAFETY: the same elements as the bias loop above, now written by the GEMM.
+                    unsafe { row.add(i).write(epilogue.apply(row.add(i).read())) };
+                }
+            }
+        }
         SCRATCH.set(taps);
     });
 }

@@ -398,6 +398,17 @@ pub fn conv<const N: usize>(
     run(x, w, bias, spec, fast::forward)
 }
 
+/// `max(conv(x, w) + bias, 0)` in one pass: the ReLU is applied as each output is written, the
+/// inference path's fused epilogue. Equal, bit for bit, to [`conv`] followed by ReLU.
+pub fn conv_relu<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    spec: &ConvSpec<N>,
+) -> Result<Tensor> {
+    run(x, w, bias, spec, fast::forward_relu)
+}
+
 /// The same result from the plain loops of [`reference`]; slow, kept to define and test.
 pub fn conv_reference<const N: usize>(
     x: &Tensor,

@@ -251,6 +251,9 @@ fn run_case<const N: usize>(c: &Case, seed: u64) {
     let reference = conv_reference(&x, &w, b.as_ref(), &spec).unwrap();
     let terms = c.cin_g * c.kernel.iter().product::<usize>();
     assert_close(&fast, &reference, terms, &format!("{c:?}"));
+    // The fused epilogue is the same sums with ReLU applied on the way out.
+    let fused = conv_relu(&x, &w, b.as_ref(), &spec).unwrap();
+    assert_eq!(fused, fast.relu(), "conv_relu {c:?}");
 }
 
 proptest! {
@@ -282,6 +285,7 @@ fn fast_matches_reference_on_multi_tile_layers() {
         let fast = conv2d(&x, &w, Some(&b), &spec).unwrap();
         let reference = conv_reference(&x, &w, Some(&b), &spec).unwrap();
         assert_close(&fast, &reference, ws[1] * ws[2] * ws[3], &format!("case {i}: {xs:?} {ws:?} {spec:?}"));
+        assert_eq!(conv_relu(&x, &w, Some(&b), &spec).unwrap(), fast.relu(), "conv_relu case {i}");
     }
 }
 
