@@ -51,17 +51,7 @@ fn too_many_pixels(width: u32, height: u32) -> UploadError {
 }
 
 /// `16,777,216`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use stride_nn::module::group_thousands as thousands;
 
 /// The first bytes of a refused upload, as hex and as text where printable: `68 65 6c 6c 6f ("hello")`.
 fn first_bytes(bytes: &[u8]) -> String {

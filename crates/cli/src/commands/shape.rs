@@ -275,18 +275,7 @@ pub fn report(input: &[usize], rows: &[Row]) -> String {
     out
 }
 
-/// `12,345,678`: thousands grouped, as `stride shape` and `stride summary` print counts.
-pub(crate) fn group_thousands(v: u64) -> String {
-    let digits = v.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub(crate) use stride_nn::module::group_thousands;
 
 #[cfg(test)]
 mod tests {
