@@ -91,15 +91,46 @@ fn bench_conv_prints_one_json_object_per_layer() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
         .collect();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0]["name"], "tiny2d");
-    assert_eq!(rows[1]["direction"], "forward");
+    // Every layer in the four directions, in order.
+    let keys: Vec<(&str, &str)> =
+        rows.iter().map(|r| (r["name"].as_str().unwrap(), r["direction"].as_str().unwrap())).collect();
+    let directions = ["forward", "backward_input", "backward_weight", "forward_backward"];
+    let expected: Vec<(&str, &str)> =
+        ["tiny2d", "tiny1d_strided"].iter().flat_map(|n| directions.iter().map(move |d| (*n, *d))).collect();
+    assert_eq!(keys, expected);
     for row in &rows {
         assert_eq!(row["threads"], 1);
         assert!(row["median_ms"].as_f64().unwrap() >= 0.0);
         assert!(row["gflops"].as_f64().unwrap() > 0.0);
         assert!(row["max_relative_error"].as_f64().unwrap() < 1e-4);
     }
+}
+
+#[test]
+fn bench_conv_runs_the_chosen_directions_and_rejects_unknown_ones() {
+    let layers = write_layers(
+        r#"[{"name":"tiny3d","dims":3,"N":2,"Cin":2,"Cout":3,"input":[5,6,7],"kernel":[3,3,3],
+            "stride":[1,2,1],"padding":[1,1,0],"dilation":[1,1,1],"groups":1}]"#,
+    );
+    let path = layers.path().to_str().unwrap();
+    let common =
+        ["bench", "conv", "--layers", path, "--json", "--min-runs", "1", "--min-seconds", "0", "--no-peak"];
+    let out = stride(&[&common[..], &["--directions", "backward_weight,forward"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let directions: Vec<&str> = rows.iter().map(|r| r["direction"].as_str().unwrap()).collect();
+    assert_eq!(directions, ["backward_weight", "forward"]);
+
+    let out = stride(&[&common[..], &["--directions", "forward,sideways"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "unknown direction \"sideways\"; choose from forward, backward_input, backward_weight, forward_backward"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -129,8 +160,50 @@ fn bench_conv_reports_an_impossible_layer_with_the_size_rule() {
     let out = stride(&["bench", "conv", "--layers", layers.path().to_str().unwrap(), "--no-peak"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        text(&out.stderr).contains("layer too_big: conv2d: kernel 7 does not fit"),
+        text(&out.stderr).contains("layer too_big, forward: conv2d: kernel 7 does not fit"),
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn bench_net_times_inference_and_training_steps_as_json() {
+    let common = ["bench", "net", "--json", "--threads", "1", "--min-runs", "2", "--min-seconds", "0"];
+    let out = stride(&[&common[..], &["lenet5", "resnet20", "--batch", "3"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: Vec<serde_json::Value> =
+        text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0]["name"].as_str(), rows[1]["name"].as_str()), (Some("lenet5"), Some("resnet20")));
+    assert_eq!(rows[1]["input"], serde_json::json!([3, 32, 32]));
+    for row in &rows {
+        assert_eq!(
+            (row["task"].as_str(), row["batch"].as_u64(), row["threads"].as_u64()),
+            (Some("inference"), Some(3), Some(1))
+        );
+        let (median, min) = (row["median_ms"].as_f64().unwrap(), row["min_ms"].as_f64().unwrap());
+        assert!(median >= min && min > 0.0, "{row}");
+        let per_second = row["images_per_second"].as_f64().unwrap();
+        assert!((per_second - 3.0 / (median / 1e3)).abs() <= 0.01 * per_second + 0.01, "{row}");
+        if cfg!(target_os = "linux") {
+            assert!(row["peak_rss_mib"].as_f64().unwrap() >= row["start_rss_mib"].as_f64().unwrap(), "{row}");
+        }
+    }
+
+    let out = stride(
+        &[&common[..], &["resnet20", "--task", "train", "--batch", "4", "--input", "1x28x28"]].concat(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!((row["task"].as_str(), row["input"].clone()), (Some("train"), serde_json::json!([1, 28, 28])));
+}
+
+#[test]
+fn bench_net_rejects_an_unknown_model_and_a_too_small_input() {
+    let out = stride(&["bench", "net", "lenet7", "--min-seconds", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("lenet7"), "{}", text(&out.stderr));
+    let out = stride(&["bench", "net", "alexnet", "--input", "3x16x16", "--min-seconds", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("does not fit"), "{}", text(&out.stderr));
 }

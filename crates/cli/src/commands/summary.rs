@@ -22,7 +22,7 @@ pub struct Args {
     classes: Option<usize>,
 }
 
-fn parse_volume(text: &str) -> Result<[usize; 3]> {
+pub(crate) fn parse_volume(text: &str) -> Result<[usize; 3]> {
     let parts: Vec<&str> = text.split(['x', '×']).collect();
     let numbers: Vec<usize> = parts
         .iter()

@@ -1,13 +1,17 @@
 //! `stride bench conv`: every layer of a conv_layers.json file (the real layers of LeNet,
-//! ResNet, VGG, AlexNet, plus a 1D and a 3D case), forward, as time, GFLOP/s and percent of
-//! the machine's measured peak.
+//! ResNet, VGG, AlexNet, plus a 1D and a 3D case), forward, backward to the input, backward to
+//! the weights and all three together, as time, GFLOP/s and percent of the machine's measured
+//! peak.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use stride_tensor::Tensor;
-use stride_tensor::ops::conv::{ConvSpec, KernelMode, Padding, conv, conv_reference};
+use stride_tensor::ops::conv::{
+    ConvSpec, KernelMode, Padding, conv, conv_backward, conv_backward_input, conv_backward_params,
+    conv_backward_reference, conv_reference,
+};
 
 use super::{Budget, Timings, time};
 
@@ -139,45 +143,133 @@ fn spec<const N: usize>(layer: &Layer) -> ConvSpec<N> {
     }
 }
 
-/// Checks then times one layer's forward pass.
-pub fn forward(layer: &Layer, budget: Budget) -> Result<Measurement> {
-    match layer.dims {
-        1 => forward_n::<1>(layer, budget),
-        2 => forward_n::<2>(layer, budget),
-        _ => forward_n::<3>(layer, budget),
-    }
-    .with_context(|| format!("layer {}", layer.name))
+/// What is timed: the forward pass, one of the two gradients alone, or a whole training step's
+/// worth of convolution (forward, then both gradients and the bias's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    BackwardInput,
+    BackwardWeight,
+    ForwardBackward,
 }
 
-fn forward_n<const N: usize>(layer: &Layer, budget: Budget) -> Result<Measurement> {
-    let spec = spec::<N>(layer);
-    let geometry = spec.geometry(&layer.input_shape(), &layer.weight_shape())?;
-    let x = seeded(&layer.input_shape(), 1)?;
-    let w = seeded(&layer.weight_shape(), 2)?;
-    let b = if layer.bias { Some(seeded(&[layer.Cout], 3)?) } else { None };
-    let y = conv(&x, &w, b.as_ref(), &spec)?;
+impl Direction {
+    pub const ALL: [Direction; 4] =
+        [Direction::Forward, Direction::BackwardInput, Direction::BackwardWeight, Direction::ForwardBackward];
 
-    // Validate on the first image: the reference is slow, and every image takes the same path.
-    let per_image = x.numel() / layer.N.max(1);
-    let x0 = Tensor::new([&[1usize][..], &x.dims()[1..]].concat(), x.data()[..per_image].to_vec())?;
-    let reference = conv_reference(&x0, &w, b.as_ref(), &spec)?;
-    let scale = reference.data().iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30) as f64;
-    let worst = reference.data().iter().zip(y.data()).map(|(r, f)| (r - f).abs() as f64).fold(0.0, f64::max);
-    let max_relative_error = worst / scale;
-    if max_relative_error > 1e-4 {
-        bail!("fast convolution disagrees with the reference: relative error {max_relative_error:.2e}");
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Forward => "forward",
+            Direction::BackwardInput => "backward_input",
+            Direction::BackwardWeight => "backward_weight",
+            Direction::ForwardBackward => "forward_backward",
+        }
     }
 
-    let timings = time(budget, || {
-        // The same call succeeded above; its result is only kept alive for the timer.
-        let _ = std::hint::black_box(conv(&x, &w, b.as_ref(), &spec));
-    });
+    /// Multiply-adds per multiply-add of the forward: the forward and each gradient cost the same.
+    fn passes(self) -> f64 {
+        if self == Direction::ForwardBackward { 3.0 } else { 1.0 }
+    }
+
+    /// A comma-separated list of direction names.
+    pub fn parse_list(text: &str) -> Result<Vec<Direction>> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                Direction::ALL.into_iter().find(|d| d.name() == t).with_context(|| {
+                    let names: Vec<&str> = Direction::ALL.iter().map(|d| d.name()).collect();
+                    format!("unknown direction {t:?}; choose from {}", names.join(", "))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Checks then times one layer in one direction.
+pub fn measure(layer: &Layer, direction: Direction, budget: Budget) -> Result<Measurement> {
+    match layer.dims {
+        1 => measure_n::<1>(layer, direction, budget),
+        2 => measure_n::<2>(layer, direction, budget),
+        _ => measure_n::<3>(layer, direction, budget),
+    }
+    .with_context(|| format!("layer {}, {}", layer.name, direction.name()))
+}
+
+/// The first image of a batch tensor, as a batch of one.
+fn first_image(t: &Tensor) -> Result<Tensor> {
+    let per_image = t.numel() / t.dims()[0].max(1);
+    Ok(Tensor::new([&[1usize][..], &t.dims()[1..]].concat(), t.data()[..per_image].to_vec())?)
+}
+
+/// Largest |fast − reference| relative to the largest |reference|; an error if above 1e-4.
+fn compare(what: &str, fast: &[f32], reference: &[f32]) -> Result<f64> {
+    let scale = reference.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30) as f64;
+    let worst = reference.iter().zip(fast).map(|(r, f)| (r - f).abs() as f64).fold(0.0, f64::max);
+    let relative = worst / scale;
+    if relative > 1e-4 {
+        bail!("the fast {what} disagrees with the reference: relative error {relative:.2e}");
+    }
+    Ok(relative)
+}
+
+fn measure_n<const N: usize>(layer: &Layer, direction: Direction, budget: Budget) -> Result<Measurement> {
+    let spec = spec::<N>(layer);
+    let input_shape = layer.input_shape();
+    let geometry = spec.geometry(&input_shape, &layer.weight_shape())?;
+    let x = seeded(&input_shape, 1)?;
+    let w = seeded(&layer.weight_shape(), 2)?;
+    let b = if layer.bias { Some(seeded(&[layer.Cout], 3)?) } else { None };
+    let dy = seeded(geometry.output_shape().dims(), 4)?;
+
+    // Validate on the first image: the reference is slow, and every image takes the same path.
+    // The output and the input gradient are checked where the timed call puts them (image 0 of
+    // the whole batch); the weight gradient sums over the batch, so it is checked on a batch of
+    // the first image alone, by the same fast kernel.
+    let (x0, dy0) = (first_image(&x)?, first_image(&dy)?);
+    let mut max_relative_error = 0f64;
+    if matches!(direction, Direction::Forward | Direction::ForwardBackward) {
+        let y = conv(&x, &w, b.as_ref(), &spec)?;
+        let reference = conv_reference(&x0, &w, b.as_ref(), &spec)?;
+        max_relative_error = compare("forward", &y.data()[..reference.numel()], reference.data())?;
+    }
+    if direction != Direction::Forward {
+        let reference = conv_backward_reference(&x0, &w, &dy0, &spec)?;
+        if direction != Direction::BackwardWeight {
+            let dx = conv_backward_input(&input_shape, &w, &dy, &spec)?;
+            let error =
+                compare("input gradient", &dx.data()[..reference.input.numel()], reference.input.data())?;
+            max_relative_error = max_relative_error.max(error);
+        }
+        if direction != Direction::BackwardInput {
+            let dw = conv_backward_params(&x0, &w, &dy0, &spec)?.weight;
+            max_relative_error =
+                max_relative_error.max(compare("weight gradient", dw.data(), reference.weight.data())?);
+        }
+    }
+
+    // Each call succeeded above; the results are only kept alive for the timer.
+    let timings = match direction {
+        Direction::Forward => time(budget, || {
+            let _ = std::hint::black_box(conv(&x, &w, b.as_ref(), &spec));
+        }),
+        Direction::BackwardInput => time(budget, || {
+            let _ = std::hint::black_box(conv_backward_input(&input_shape, &w, &dy, &spec));
+        }),
+        Direction::BackwardWeight => time(budget, || {
+            let _ = std::hint::black_box(conv_backward_params(&x, &w, &dy, &spec));
+        }),
+        Direction::ForwardBackward => time(budget, || {
+            let _ = std::hint::black_box(conv(&x, &w, b.as_ref(), &spec));
+            let _ = std::hint::black_box(conv_backward(&x, &w, &dy, &spec));
+        }),
+    };
     Ok(Measurement {
         name: layer.name.clone(),
-        direction: "forward",
+        direction: direction.name(),
         threads: rayon::current_num_threads(),
         timings,
-        flops: 2.0 * geometry.macs() as f64,
+        flops: 2.0 * direction.passes() * geometry.macs() as f64,
         max_relative_error,
     })
 }

@@ -9,6 +9,7 @@
 //! number.
 
 pub mod conv;
+pub mod net;
 pub mod peak;
 
 use std::io::Write;
@@ -21,15 +22,27 @@ const LONG_ABOUT: &str = "\
 Measure stride's kernels on real layers.
 
 `stride bench conv` runs every layer of a conv_layers.json file (by default the built-in copy of
-the project's list: LeNet-5, ResNet-20, ResNet-50, VGG-16 and AlexNet layers, a 1D and a 3D case).
-Each layer is first checked against the reference implementation, then timed: one warm-up, then
+the project's list: LeNet-5, ResNet-20, ResNet-50, VGG-16 and AlexNet layers, a 1D and a 3D case)
+in each --directions: forward, backward_input (dx alone), backward_weight (dw and db) and
+forward_backward (the forward, then dx, dw and db: a training step's convolution work).
+Each is first checked against the reference implementation, then timed: one warm-up, then
 repeated runs until --min-runs and --min-seconds are both reached. It reports the median time with
-min–max, GFLOP/s (2 × multiply-adds on the padded input / median) and the percentage of the
+min–max, GFLOP/s (2 × multiply-adds on the padded input / median, × 3 for forward_backward)
+and the percentage of the
 machine's peak, measured at the start with an FMA loop on the same threads.
 
 With --json it prints one JSON object per layer and direction (name, direction, threads,
 median_ms, min_ms, max_ms, gflops, peak_percent), the format tools/bench_compare.py reads to put
-stride and PyTorch side by side.";
+stride and PyTorch side by side.
+
+`stride bench net MODEL…` times whole networks of the zoo: --task inference runs the path of
+`stride infer` (eval mode, batch norm folded, ReLU fused, no autograd) on a batch of --batch
+images; --task train runs training steps (forward, cross-entropy, backward, SGD with momentum
+0.9 and weight decay 5e-4) on a fixed batch, without data loading. It reports the median time
+per call with min–max, images/s and the process's peak resident memory (VmHWM), with --json one
+object per model (name, task, batch, input, classes, threads, median_ms, min_ms, max_ms,
+images_per_second, start_rss_mib, peak_rss_mib): tools/bench_nets.py runs one model per process
+so that the peak is that model's, and puts stride beside PyTorch and ONNX Runtime.";
 
 /// Measure stride's kernels on real layers (checked against the reference, then timed).
 #[derive(Debug, clap::Args)]
@@ -41,8 +54,42 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum What {
-    /// Convolution layers: forward, as time, GFLOP/s and percent of peak.
+    /// Convolution layers: forward and backward, as time, GFLOP/s and percent of peak.
     Conv(ConvArgs),
+    /// Whole networks of the zoo: inference or training steps, as time, images/s and peak memory.
+    Net(NetArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct NetArgs {
+    /// The models (`stride models` lists them)
+    #[arg(required = true)]
+    models: Vec<String>,
+    /// inference (the folded, fused path of `stride infer`) or train (forward, loss, backward,
+    /// SGD step)
+    #[arg(long, value_enum, default_value = "inference")]
+    task: net::Task,
+    /// Images per call
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// The input volume C×H×W [default: the model's own]
+    #[arg(long, value_name = "CxHxW")]
+    input: Option<String>,
+    /// Classes of the last layer [default: the model's own]
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Print one JSON object per model instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Threads to use [default: all cores]
+    #[arg(long)]
+    threads: Option<usize>,
+    #[arg(long, default_value_t = 5)]
+    min_runs: usize,
+    #[arg(long, default_value_t = 50)]
+    max_runs: usize,
+    #[arg(long, default_value_t = 1.0)]
+    min_seconds: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +106,9 @@ struct ConvArgs {
     /// Only the layers whose name contains this
     #[arg(long, default_value = "")]
     filter: String,
+    /// Comma list of forward, backward_input, backward_weight, forward_backward
+    #[arg(long, default_value = "forward,backward_input,backward_weight,forward_backward")]
+    directions: String,
     #[arg(long, default_value_t = 5)]
     min_runs: usize,
     #[arg(long, default_value_t = 50)]
@@ -76,11 +126,58 @@ pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
             super::set_threads(conv_args.threads)?;
             run_conv(conv_args, out)
         }
+        What::Net(net_args) => {
+            super::set_threads(net_args.threads)?;
+            run_net(net_args, out)
+        }
     }
+}
+
+fn run_net(args: &NetArgs, out: &mut impl Write) -> Result<()> {
+    let budget = Budget { min_runs: args.min_runs, max_runs: args.max_runs, min_seconds: args.min_seconds };
+    let input = args.input.as_deref().map(super::summary::parse_volume).transpose()?;
+    if !args.json {
+        writeln!(
+            out,
+            "{:<14} {:<10} {:>5} {:>10} {:>9} {:>21} {:>9} {:>9}",
+            "network", "task", "batch", "input", "median ms", "min–max ms", "images/s", "peak MiB"
+        )?;
+    }
+    for model in &args.models {
+        let info = stride_zoo::find(model)?;
+        let case = net::Case {
+            model: info.name.to_string(),
+            task: args.task,
+            batch: args.batch,
+            input: input.unwrap_or(info.input),
+            classes: args.classes.unwrap_or(info.classes),
+        };
+        let m = net::measure(&case, budget)?;
+        if args.json {
+            writeln!(out, "{}", m.json())?;
+        } else {
+            let [c, h, w] = case.input;
+            writeln!(
+                out,
+                "{:<14} {:<10} {:>5} {:>10} {:>9.2} {:>21} {:>9.1} {:>9}",
+                case.model,
+                case.task.name(),
+                case.batch,
+                format!("{c}×{h}×{w}"),
+                m.timings.median(),
+                format!("{:.2}–{:.2}", m.timings.min(), m.timings.max()),
+                m.images_per_second(),
+                m.peak_rss_mib.map_or(String::from("–"), |v| format!("{v:.0}"))
+            )?;
+        }
+        out.flush()?;
+    }
+    Ok(())
 }
 
 fn run_conv(args: &ConvArgs, out: &mut impl Write) -> Result<()> {
     let layers = conv::load_layers(args.layers.as_deref())?;
+    let directions = conv::Direction::parse_list(&args.directions)?;
     let budget = Budget { min_runs: args.min_runs, max_runs: args.max_runs, min_seconds: args.min_seconds };
     let peak = (!args.no_peak).then(peak::measure);
     let threads = rayon::current_num_threads();
@@ -90,20 +187,22 @@ fn run_conv(args: &ConvArgs, out: &mut impl Write) -> Result<()> {
         }
         writeln!(
             out,
-            "{:<32} {:>9} {:>21} {:>9} {:>7}",
-            "layer (forward)", "median ms", "min–max ms", "GFLOP/s", "% peak"
+            "{:<32} {:<16} {:>9} {:>21} {:>9} {:>7}",
+            "layer", "direction", "median ms", "min–max ms", "GFLOP/s", "% peak"
         )?;
     }
-    for layer in layers.iter().filter(|l| l.name.contains(&args.filter)) {
-        let m = conv::forward(layer, budget)?;
+    let selected = layers.iter().filter(|l| l.name.contains(&args.filter));
+    for (layer, &direction) in selected.flat_map(|l| directions.iter().map(move |d| (l, d))) {
+        let m = conv::measure(layer, direction, budget)?;
         if args.json {
             writeln!(out, "{}", m.json(peak.map(|p| p.0)))?;
         } else {
             let percent = peak.map_or(String::from("–"), |(p, _)| format!("{:.1}", 100.0 * m.gflops() / p));
             writeln!(
                 out,
-                "{:<32} {:>9.3} {:>21} {:>9.1} {:>7}",
+                "{:<32} {:<16} {:>9.3} {:>21} {:>9.1} {:>7}",
                 m.name,
+                m.direction,
                 m.timings.median(),
                 format!("{:.3}–{:.3}", m.timings.min(), m.timings.max()),
                 m.gflops(),

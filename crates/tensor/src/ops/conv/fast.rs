@@ -426,14 +426,16 @@ pub(crate) fn backward(
     dy: &[f32],
     want_input: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let dx = match want_input {
-        true => backward_input_as_forward(g, w, dy).unwrap_or_else(|| backward_input(g, w, dy)),
-        false => Vec::new(),
-    };
+    let dx = if want_input { backward_input_only(g, w, dy) } else { Vec::new() };
     let dw = backward_weight_as_forward(g, x, dy)
         .or_else(|| backward_weight_shifted(g, x, dy))
         .unwrap_or_else(|| backward_weight(g, x, dy));
     (dx, dw, backward_bias(g, dy))
+}
+
+/// `dx` alone: a stride-1 layer's as a forward convolution, others by col2im.
+pub(crate) fn backward_input_only(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    backward_input_as_forward(g, w, dy).unwrap_or_else(|| backward_input(g, w, dy))
 }
 
 /// Images per partial weight gradient in [`backward_weight_as_forward`]: the tasks that run in

@@ -474,18 +474,7 @@ fn run_backward<const N: usize>(
     want_input: bool,
 ) -> Result<(Option<Tensor>, ConvParamGrads)> {
     let g = spec.geometry(x.dims(), w.dims())?;
-    let output = g.output_shape();
-    if dy.dims() != output.dims() {
-        return Err(Error::shape(
-            ConvSpec::<N>::op_name(),
-            format!(
-                "the output gradient must have the output's shape {output}, got {} (input {}, weight {})",
-                dy.shape(),
-                x.shape(),
-                w.shape()
-            ),
-        ));
-    }
+    check_output_gradient::<N>(&g, dy, w)?;
     let (dx, dw, db) = match spec.mode {
         KernelMode::CrossCorrelation => kernel(&g, x.data(), w.data(), dy.data(), want_input),
         KernelMode::Convolution => {
@@ -499,6 +488,23 @@ fn run_backward<const N: usize>(
         bias: Tensor::from_parts(Shape::new(vec![g.out_channels]), db),
     };
     Ok((want_input.then(|| Tensor::from_parts(g.input_shape(), dx)), params))
+}
+
+/// `dy` must have the shape the size rule gives the output.
+fn check_output_gradient<const N: usize>(g: &ConvGeometry, dy: &Tensor, w: &Tensor) -> Result<()> {
+    let output = g.output_shape();
+    if dy.dims() != output.dims() {
+        return Err(Error::shape(
+            ConvSpec::<N>::op_name(),
+            format!(
+                "the output gradient must have the output's shape {output}, got {} (input {}, weight {})",
+                dy.shape(),
+                g.input_shape(),
+                w.shape()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `dx` of a backward run that asked for it.
@@ -540,6 +546,34 @@ pub fn conv_backward_params<const N: usize>(
     spec: &ConvSpec<N>,
 ) -> Result<ConvParamGrads> {
     Ok(run_backward(x, w, dy, spec, fast::backward, false)?.1)
+}
+
+/// The input gradient of [`conv`] alone, with the fast kernels: what backpropagation needs at a
+/// layer whose weights are frozen. Only the input's shape enters, not its values.
+///
+/// ```
+/// use stride_tensor::Tensor;
+/// use stride_tensor::ops::conv::{ConvSpec, conv_backward_input};
+/// let w = Tensor::new([1, 1, 2], vec![1.0, 10.0]).unwrap();
+/// let dy = Tensor::new([1, 1, 2], vec![1.0, 1.0]).unwrap();
+/// let dx = conv_backward_input(&[1, 1, 3], &w, &dy, &ConvSpec::<1>::new()).unwrap();
+/// assert_eq!(dx.data(), &[1.0, 11.0, 10.0]);
+/// ```
+pub fn conv_backward_input<const N: usize>(
+    input_shape: &[usize],
+    w: &Tensor,
+    dy: &Tensor,
+    spec: &ConvSpec<N>,
+) -> Result<Tensor> {
+    let g = spec.geometry(input_shape, w.dims())?;
+    check_output_gradient::<N>(&g, dy, w)?;
+    let dx = match spec.mode {
+        KernelMode::CrossCorrelation => fast::backward_input_only(&g, w.data(), dy.data()),
+        KernelMode::Convolution => {
+            fast::backward_input_only(&g, &flip_kernel(w.data(), g.kernel_volume()), dy.data())
+        }
+    };
+    Ok(Tensor::from_parts(g.input_shape(), dx))
 }
 
 /// The same gradients from the plain loops of [`reference`]; slow, kept to define and test.

@@ -367,6 +367,9 @@ fn run_backward_case<const N: usize>(c: &Case, mode: KernelMode, seed: u64) {
     // Without dx, the same parameter gradients, bit for bit.
     let params = conv_backward_params(&x, &w, &dy, &spec).unwrap();
     assert_eq!((params.weight, params.bias), (fast.weight, fast.bias), "{c:?} {mode:?}");
+    // Without dw, the same input gradient, bit for bit.
+    let dx = conv_backward_input(&xs, &w, &dy, &spec).unwrap();
+    assert_eq!(dx, fast.input, "{c:?} {mode:?}");
 }
 
 proptest! {
@@ -546,6 +549,7 @@ fn backward_output_gradient_must_match_the_output_shape() {
                     (input [2, 3, 8, 8], weight [4, 3, 3, 3])";
     assert_eq!(conv_backward(&x, &w, &dy, &spec).unwrap_err().to_string(), expected);
     assert_eq!(conv_backward_reference(&x, &w, &dy, &spec).unwrap_err().to_string(), expected);
+    assert_eq!(conv_backward_input(x.dims(), &w, &dy, &spec).unwrap_err().to_string(), expected);
     let err = conv_backward(
         &seeded(&[1, 2, 5], 1),
         &seeded(&[1, 2, 3], 2),
