@@ -27,9 +27,15 @@ fn time(name: &str, mut f: impl FnMut()) {
 }
 
 fn main() {
-    // As the `stride` binary does (see its main.rs): keep freed memory, never purge (option 15).
+    // As the `stride` binary does (see its main.rs): keep freed memory, never purge (option 15), no
+    // transparent huge pages (option 43).
     // SAFETY: before any other thread exists.
-    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    unsafe {
+        libmimalloc_sys::mi_option_set(15, -1);
+        if libmimalloc_sys::mi_version() >= 300 {
+            libmimalloc_sys::mi_option_set(43, 0); // no transparent huge pages (mimalloc 3)
+        }
+    }
     let n = 128;
     let t = |dims: &[usize]| {
         Tensor::from_fn(dims.to_vec(), |i| ((i.iter().sum::<usize>() * 7) % 13) as f32 / 13.0 - 0.4).unwrap()

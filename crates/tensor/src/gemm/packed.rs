@@ -122,7 +122,7 @@ pub(crate) struct RowsB<'a> {
     pub offsets: &'a [usize],
 }
 
-type MicroKernel = unsafe fn(usize, &[f32], *const f32, &[usize], *mut f32, usize, usize, usize);
+type MicroKernel = unsafe fn(usize, &[f32], *const f32, &[usize], *mut f32, usize, usize, usize, bool);
 
 fn micro_kernel() -> MicroKernel {
     #[cfg(target_arch = "x86_64")]
@@ -134,13 +134,15 @@ fn micro_kernel() -> MicroKernel {
     kernel_portable
 }
 
-/// `C[rows of blocks × n] += A · B`, `C` row-major with row stride `c_row_stride`, pointing at
-/// element (0, 0) of the whole `C` (row `block · MR` is written for each block in `blocks`).
-/// `portable` forces the portable micro-kernel (for tests).
+/// `C[rows of blocks × n] += A · B` (`C = A · B` with `overwrite`: what `C` held before is
+/// neither read nor kept, so it need not be zeroed), `C` row-major with row stride
+/// `c_row_stride`, pointing at element (0, 0) of the whole `C` (row `block · MR` is written for
+/// each block in `blocks`). `portable` forces the portable micro-kernel (for tests).
 ///
 /// # Safety
 /// `c` must be valid for reads and writes of rows `blocks.start·MR .. min(blocks.end·MR, m)`,
 /// columns `0..n`, and no one else may touch those elements during the call.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_packed(
     a: &PackedA,
     b: RowsB<'_>,
@@ -148,6 +150,7 @@ pub(crate) unsafe fn gemm_packed(
     blocks: Range<usize>,
     c: *mut f32,
     c_row_stride: usize,
+    overwrite: bool,
     portable: bool,
 ) {
     let k = a.k;
@@ -159,6 +162,8 @@ pub(crate) unsafe fn gemm_packed(
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
         let offsets = &b.offsets[k0..k0 + kc];
+        // The first block of the reduction overwrites, the later ones add to it.
+        let add = !(overwrite && k0 == 0);
         for first in blocks.clone().step_by(MC / MR) {
             let last = (first + MC / MR).min(blocks.end);
             for strip in 0..n.div_ceil(NR) {
@@ -179,6 +184,7 @@ pub(crate) unsafe fn gemm_packed(
                             c_row_stride,
                             rows,
                             cols,
+                            add,
                         )
                     };
                 }
@@ -187,8 +193,8 @@ pub(crate) unsafe fn gemm_packed(
     }
 }
 
-/// The portable micro-kernel: `C[rows × cols] += A[kc × MR]ᵀ · B[kc × NR]` with the same
-/// accumulation order as the SIMD one.
+/// The portable micro-kernel: `C[rows × cols] += A[kc × MR]ᵀ · B[kc × NR]` (`=` unless `add`)
+/// with the same accumulation order as the SIMD one.
 ///
 /// # Safety
 /// `b + offsets[p]` valid for `NR` reads for every `p < kc`; `c` valid for `rows` rows (stride
@@ -203,6 +209,7 @@ unsafe fn kernel_portable(
     c_row_stride: usize,
     rows: usize,
     cols: usize,
+    add: bool,
 ) {
     let mut acc = [[0.0f32; NR]; MR];
     for p in 0..kc {
@@ -218,7 +225,10 @@ unsafe fn kernel_portable(
     for (r, acc_row) in acc.iter().enumerate().take(rows) {
         for (j, v) in acc_row.iter().enumerate().take(cols) {
             // SAFETY: r < rows and j < cols, inside the caller's region.
-            unsafe { *c.add(r * c_row_stride + j) += v };
+            unsafe {
+                let at = c.add(r * c_row_stride + j);
+                *at = if add { *at + v } else { *v };
+            }
         }
     }
 }
@@ -246,6 +256,7 @@ mod x86 {
         c_row_stride: usize,
         rows: usize,
         cols: usize,
+        add: bool,
     ) {
         assert!(a.len() >= kc * MR && offsets.len() >= kc);
         let a = a.as_ptr();
@@ -286,8 +297,13 @@ mod x86 {
                 // SAFETY: a full 6 × 16 block lies inside the caller's region.
                 unsafe {
                     let row = c.add(r * c_row_stride);
-                    _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), *lo));
-                    _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), *hi));
+                    if add {
+                        _mm256_storeu_ps(row, _mm256_add_ps(_mm256_loadu_ps(row), *lo));
+                        _mm256_storeu_ps(row.add(8), _mm256_add_ps(_mm256_loadu_ps(row.add(8)), *hi));
+                    } else {
+                        _mm256_storeu_ps(row, *lo);
+                        _mm256_storeu_ps(row.add(8), *hi);
+                    }
                 }
             }
         } else {
@@ -302,7 +318,10 @@ mod x86 {
             for (r, tile_row) in tile.iter().enumerate().take(rows) {
                 for (j, v) in tile_row.iter().enumerate().take(cols) {
                     // SAFETY: r < rows and j < cols, inside the caller's region.
-                    unsafe { *c.add(r * c_row_stride + j) += v };
+                    unsafe {
+                        let at = c.add(r * c_row_stride + j);
+                        *at = if add { *at + v } else { *v };
+                    }
                 }
             }
         }
@@ -343,16 +362,27 @@ mod tests {
             let offsets: Vec<usize> = (0..k).map(|r| r * b_row_stride(n)).collect();
             let rows_b = RowsB { data: &packed_b, offsets: &offsets };
             let expected = naive(m, n, k, &a, &b);
-            for portable in [false, true] {
+            for (portable, overwrite) in [(false, false), (true, false), (false, true), (true, true)] {
+                // C starts at 1: added to, or (overwrite) replaced, whatever it held.
                 let mut c = vec![1.0f32; m * n];
                 unsafe {
-                    gemm_packed(&packed_a, rows_b, n, 0..packed_a.row_blocks(), c.as_mut_ptr(), n, portable)
+                    gemm_packed(
+                        &packed_a,
+                        rows_b,
+                        n,
+                        0..packed_a.row_blocks(),
+                        c.as_mut_ptr(),
+                        n,
+                        overwrite,
+                        portable,
+                    )
                 };
+                let before = if overwrite { 0.0 } else { 1.0 };
                 for (i, (got, want)) in c.iter().zip(&expected).enumerate() {
                     let tolerance = 1e-5 * (k as f64 + 1.0);
                     assert!(
-                        ((*got as f64) - 1.0 - want).abs() <= tolerance,
-                        "{m}×{n}×{k} element {i}: {got} vs {want}"
+                        ((*got as f64) - before - want).abs() <= tolerance,
+                        "{m}×{n}×{k} element {i} (overwrite {overwrite}): {got} vs {want}"
                     );
                 }
             }
@@ -370,8 +400,8 @@ mod tests {
         let mut c1 = vec![0.0f32; m * n];
         let mut c2 = vec![0.0f32; m * n];
         unsafe {
-            gemm_packed(&pa, rb, n, 0..2, c1.as_mut_ptr(), n, false);
-            gemm_packed(&pa, rb, n, 0..2, c2.as_mut_ptr(), n, true);
+            gemm_packed(&pa, rb, n, 0..2, c1.as_mut_ptr(), n, false, false);
+            gemm_packed(&pa, rb, n, 0..2, c2.as_mut_ptr(), n, false, true);
         }
         // Both use fused multiply-adds in the same order, so they agree to the bit.
         assert_eq!(c1, c2);

@@ -298,12 +298,15 @@ fn shifted(
         let base = (n * g.in_channels + group * cin_g) * volume + p0;
         let taps = RowsB { data: &padded[base..], offsets: &offsets };
         let stride = packed::b_row_stride(len);
+        // Overwritten by the GEMM, so only grown, never cleared: whatever an earlier task left
+        // in it is replaced before it is read.
         let mut tile = SCRATCH.take();
-        tile.clear();
-        tile.resize(cout_g * stride, 0.0);
-        // SAFETY: `tile` is this task's own buffer of cout_g rows of `stride` floats.
+        if tile.len() < cout_g * stride {
+            tile.resize(cout_g * stride, 0.0);
+        }
+        // SAFETY: `tile` is this task's own buffer of (at least) cout_g rows of `stride` floats.
         unsafe {
-            packed::gemm_packed(&filters[group], taps, len, blocks, tile.as_mut_ptr(), stride, portable)
+            packed::gemm_packed(&filters[group], taps, len, blocks, tile.as_mut_ptr(), stride, true, portable)
         };
 
         // Copy the real output positions out, adding the bias.
@@ -373,7 +376,16 @@ fn strided(
         let rows_b = RowsB { data: &taps, offsets: &offsets };
         // SAFETY: rows `rows` × columns p0..p0+len at first_out belong to this task.
         unsafe {
-            packed::gemm_packed(&filters[group], rows_b, len, blocks, out.at(first_out), positions, portable)
+            packed::gemm_packed(
+                &filters[group],
+                rows_b,
+                len,
+                blocks,
+                out.at(first_out),
+                positions,
+                false,
+                portable,
+            )
         };
         if epilogue != Epilogue::Bias {
             for k in rows_again.clone() {
@@ -582,7 +594,7 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
                     let b = RowsB { data: &dy_t, offsets: &dy_offsets };
                     let c = partial[group * k_dim * cout_g..].as_mut_ptr();
                     // SAFETY: `c` points at this group's own [k_dim × cout_g] block of `partial`.
-                    unsafe { packed::gemm_packed(&a, b, cout_g, 0..a.row_blocks(), c, cout_g, false) };
+                    unsafe { packed::gemm_packed(&a, b, cout_g, 0..a.row_blocks(), c, cout_g, false, false) };
                     buffer = a.into_buffer();
                 }
             }
