@@ -3,7 +3,7 @@
 //! (`weight [out, in/groups, *k]`, `bias [out]`), so weights move between the two by name.
 
 use stride_tensor::autograd::{self, Var};
-use stride_tensor::ops::conv::{ConvSpec, Padding, conv_relu};
+use stride_tensor::ops::conv::{ConvSpec, PackedFilters, Padding, conv_prepacked};
 use stride_tensor::ops::layout::flatten_shape;
 use stride_tensor::ops::pool::{PoolKind, PoolSpec};
 use stride_tensor::{Error, Result, Shape, Tensor};
@@ -17,6 +17,10 @@ pub struct Conv<const N: usize> {
     pub spec: ConvSpec<N>,
     /// The ReLU after this layer runs inside it ([`Conv::fuse_relu`]).
     fused_relu: bool,
+    /// The filters packed for the fast kernels, kept between calls that record no gradients
+    /// (inference, validation), with the weight's [`Var::value_version`] and the spec they were
+    /// packed from: a new or updated weight, or another spec, packs again.
+    packed: Option<((u64, u64), ConvSpec<N>, PackedFilters)>,
 }
 
 pub type Conv1d = Conv<1>;
@@ -42,7 +46,13 @@ impl<const N: usize> Conv<N> {
                 format!("bias {} does not match weight {}", b.shape(), weight.shape()),
             ));
         }
-        Ok(Conv { weight: Var::parameter(weight), bias: bias.map(Var::parameter), spec, fused_relu: false })
+        Ok(Conv {
+            weight: Var::parameter(weight),
+            bias: bias.map(Var::parameter),
+            spec,
+            fused_relu: false,
+            packed: None,
+        })
     }
 
     /// Applies the ReLU that follows this layer as each output is written (the inference path's
@@ -90,16 +100,20 @@ impl<const N: usize> Module for Conv<N> {
 
     fn forward(&mut self, x: &Var, _: Mode) -> Result<Var> {
         let bias = self.bias.as_ref();
-        match self.fused_relu {
-            false => autograd::conv(x, &self.weight, bias, &self.spec),
-            true if autograd::is_recording() => {
-                Ok(autograd::relu(&autograd::conv(x, &self.weight, bias, &self.spec)?))
-            }
-            true => {
-                let y = conv_relu(x.value(), self.weight.value(), bias.map(Var::value), &self.spec)?;
-                Ok(Var::constant(y))
-            }
+        if autograd::is_recording() {
+            // Training: the weights change after every step, a cached packing would be stale.
+            self.packed = None;
+            let y = autograd::conv(x, &self.weight, bias, &self.spec)?;
+            return Ok(if self.fused_relu { autograd::relu(&y) } else { y });
         }
+        let key = (self.weight.value_version(), self.spec);
+        let filters = match self.packed.take() {
+            Some((version, spec, filters)) if (version, spec) == key => filters,
+            _ => PackedFilters::new(self.weight.value(), &self.spec)?,
+        };
+        let y = conv_prepacked(x.value(), &filters, bias.map(Var::value), &self.spec, self.fused_relu);
+        self.packed = Some((key.0, key.1, filters));
+        Ok(Var::constant(y?))
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -446,5 +460,38 @@ mod tests {
         assert!((mean - 1.0).abs() < 0.03, "{mean}");
         assert_eq!(dropout.forward(&x, Mode::Eval).unwrap().value(), x.value());
         assert!(Dropout::new(1.0, 0).is_err());
+    }
+
+    /// Inference reuses the packed filters, and packs again whenever the weights or the spec
+    /// change, however they change.
+    #[test]
+    fn conv_packed_filters_follow_the_weights() {
+        use stride_tensor::autograd::no_grad;
+        use stride_tensor::ops::conv::conv;
+        let x = Tensor::from_fn([2, 3, 9, 9], |i| ((i[1] * 31 + i[2] * 7 + i[3]) % 13) as f32 - 6.0).unwrap();
+        let w = Tensor::from_fn([4, 3, 3, 3], |i| ((i[0] * 5 + i[1] * 3 + i[2] + i[3]) % 7) as f32 - 3.0)
+            .unwrap();
+        let mut layer = Conv2d::from_parts(w.clone(), None, ConvSpec::new().padding(1)).unwrap();
+        let run = |layer: &mut Conv2d| {
+            no_grad(|| layer.forward(&Var::constant(x.clone()), Mode::Eval)).unwrap().value().clone()
+        };
+        let expected = |w: &Tensor, spec: &ConvSpec<2>| conv(&x, w, None, spec).unwrap();
+        assert_eq!(run(&mut layer), expected(&w, &layer.spec));
+        assert_eq!(run(&mut layer), expected(&w, &layer.spec), "from the cache");
+
+        // In place, as an optimiser updates it.
+        layer.weight.value_mut().unwrap().data_mut().iter_mut().for_each(|v| *v *= 2.0);
+        let doubled = layer.weight.value().clone();
+        assert_eq!(run(&mut layer), expected(&doubled, &layer.spec));
+        // Replaced, as loading weights does.
+        layer.weight = Var::parameter(w.clone());
+        assert_eq!(run(&mut layer), expected(&w, &layer.spec));
+        // Another spec over the same weights.
+        layer.spec = ConvSpec::new().stride(2);
+        assert_eq!(run(&mut layer), expected(&w, &layer.spec));
+        // A training step's forward drops the cache and records the graph.
+        let y = layer.forward(&Var::constant(x.clone()), Mode::Train).unwrap();
+        assert_eq!(y.value(), &expected(&w, &layer.spec));
+        assert!(y.requires_grad());
     }
 }

@@ -73,6 +73,8 @@ pub trait Backward: Send + Sync {
 
 struct Node {
     id: u64,
+    /// Bumped by every [`Var::value_mut`]: with `id`, names the value a cache was built from.
+    version: u64,
     value: Tensor,
     requires_grad: bool,
     /// The accumulated gradient of a leaf parameter.
@@ -97,6 +99,7 @@ impl Var {
         Var {
             node: Arc::new(Node {
                 id: next_id(),
+                version: 0,
                 value,
                 requires_grad,
                 grad: Mutex::new(None),
@@ -125,6 +128,7 @@ impl Var {
         Var {
             node: Arc::new(Node {
                 id: next_id(),
+                version: 0,
                 value,
                 requires_grad: true,
                 grad: Mutex::new(None),
@@ -146,7 +150,17 @@ impl Var {
     /// sole owner (no graph or other handle still refers to it), so that no recorded operation
     /// can see its input change under it. `None` otherwise.
     pub fn value_mut(&mut self) -> Option<&mut Tensor> {
-        Arc::get_mut(&mut self.node).map(|node| &mut node.value)
+        Arc::get_mut(&mut self.node).map(|node| {
+            node.version += 1;
+            &mut node.value
+        })
+    }
+
+    /// Names this value: two calls return the same pair only if the value cannot have changed
+    /// in between (a new `Var` has a new node, an in-place update through [`Var::value_mut`] a
+    /// new version). For caches of something computed from a parameter, such as packed filters.
+    pub fn value_version(&self) -> (u64, u64) {
+        (self.node.id, self.node.version)
     }
 
     /// Takes the accumulated gradient out, leaving none (an optimiser step, then the next

@@ -61,13 +61,33 @@ impl OutPtr {
 }
 
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    forward_with(g, x, w, bias, Epilogue::Bias, false)
+    forward_with(g, x, &pack_filters(g, w), bias, Epilogue::Bias, false)
 }
 
 /// The forward with ReLU applied as each output is written (inference: no separate pass over the
 /// output, no second buffer).
 pub(crate) fn forward_relu(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    forward_with(g, x, w, bias, Epilogue::BiasRelu, false)
+    forward_with(g, x, &pack_filters(g, w), bias, Epilogue::BiasRelu, false)
+}
+
+/// The forward over filters packed beforehand ([`pack_filters`]), with or without the ReLU.
+pub(crate) fn forward_prepacked(
+    g: &ConvGeometry,
+    x: &[f32],
+    filters: &[PackedA],
+    bias: Option<&[f32]>,
+    relu: bool,
+) -> Vec<f32> {
+    let epilogue = if relu { Epilogue::BiasRelu } else { Epilogue::Bias };
+    forward_with(g, x, filters, bias, epilogue, false)
+}
+
+/// Each group's filters `W_g [C_out/G, C_in/G·|F|]`, packed for the micro-kernel.
+pub(crate) fn pack_filters(g: &ConvGeometry, w: &[f32]) -> Vec<PackedA> {
+    let k_dim = g.in_per_group() * g.kernel_volume();
+    (0..g.groups)
+        .map(|group| PackedA::new(&w[group * g.out_per_group() * k_dim..], g.out_per_group(), k_dim))
+        .collect()
 }
 
 /// What happens to a sum as it is written out.
@@ -98,7 +118,7 @@ impl Epilogue {
 /// The same computation through the portable micro-kernel (for the tests that compare them).
 #[cfg(test)]
 pub(crate) fn forward_portable(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    forward_with(g, x, w, bias, Epilogue::Bias, true)
+    forward_with(g, x, &pack_filters(g, w), bias, Epilogue::Bias, true)
 }
 
 /// How the tasks split the work: (image, group, tile of positions, range of filter blocks).
@@ -151,7 +171,7 @@ impl Plan {
 fn forward_with(
     g: &ConvGeometry,
     x: &[f32],
-    w: &[f32],
+    filters: &[PackedA],
     bias: Option<&[f32]>,
     epilogue: Epilogue,
     portable: bool,
@@ -163,16 +183,12 @@ fn forward_with(
         return y;
     }
     let out = OutPtr(y.as_mut_ptr());
-    let k_dim = g.in_per_group() * g.kernel_volume();
-    let filters: Vec<PackedA> = (0..g.groups)
-        .map(|group| PackedA::new(&w[group * g.out_per_group() * k_dim..], g.out_per_group(), k_dim))
-        .collect();
     // A 1×1 convolution's taps are the input rows themselves: copying a tile of them keeps the
     // GEMM's rows 1 KiB apart instead of a whole channel plane apart (fewer TLB misses).
     if g.stride == [1; 3] && !g.is_pointwise() {
-        shifted(g, x, &filters, bias, epilogue, out, portable);
+        shifted(g, x, filters, bias, epilogue, out, portable);
     } else {
-        strided(g, x, &filters, bias, epilogue, out, portable);
+        strided(g, x, filters, bias, epilogue, out, portable);
     }
     // SAFETY: the kernel wrote all `len` elements (its tasks cover every image, filter and
     // output position).

@@ -254,6 +254,31 @@ fn run_case<const N: usize>(c: &Case, seed: u64) {
     // The fused epilogue is the same sums with ReLU applied on the way out.
     let fused = conv_relu(&x, &w, b.as_ref(), &spec).unwrap();
     assert_eq!(fused, fast.relu(), "conv_relu {c:?}");
+    // Filters packed beforehand give the same outputs, bit for bit.
+    let packed = PackedFilters::new(&w, &spec).unwrap();
+    assert_eq!(packed.weight_shape(), w.shape());
+    assert_eq!(conv_prepacked(&x, &packed, b.as_ref(), &spec, false).unwrap(), fast, "conv_prepacked {c:?}");
+    assert_eq!(
+        conv_prepacked(&x, &packed, b.as_ref(), &spec, true).unwrap(),
+        fused,
+        "conv_prepacked relu {c:?}"
+    );
+}
+
+#[test]
+fn prepacked_filters_are_checked_against_the_call() {
+    let x = seeded(&[1, 4, 8, 8], 1);
+    let w = seeded(&[6, 2, 3, 3], 2);
+    let spec = ConvSpec::<2>::new().groups(2);
+    let packed = PackedFilters::new(&w, &spec).unwrap();
+    let err = conv_prepacked(&x, &packed, None, &ConvSpec::<2>::new(), false).unwrap_err().to_string();
+    assert!(err.contains("packed for groups=2 and CrossCorrelation, the convolution has groups=1"), "{err}");
+    // The input's channels are checked against the packed weights' shape, as conv checks them.
+    let err = conv_prepacked(&seeded(&[1, 6, 8, 8], 3), &packed, None, &spec, false).unwrap_err().to_string();
+    assert_eq!(err, conv(&seeded(&[1, 6, 8, 8], 3), &w, None, &spec).unwrap_err().to_string());
+    // A weight of the wrong rank, or channels that the groups do not divide, is refused.
+    assert!(PackedFilters::new(&seeded(&[6, 2, 3], 4), &spec).is_err());
+    assert!(PackedFilters::new(&seeded(&[5, 2, 3, 3], 4), &spec).is_err());
 }
 
 proptest! {
