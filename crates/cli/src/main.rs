@@ -16,27 +16,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// crate does not name).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// mimalloc 3's `mi_option_allow_thp` (index 43 in the v3.3 header that libmimalloc-sys 0.1.49
-/// builds; v2 has no such option, hence the version check where it is set).
-const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
-
 /// By default mimalloc hands freed memory back to the kernel 10 ms after its last use; a
 /// training step frees and reallocates every activation some hundreds of ms later, and paid the
 /// page faults and the kernel's zeroing of fresh pages again each time (7% of a ResNet-20 step).
 /// Freed memory is kept for reuse instead: the process's peak is unchanged.
 ///
-/// Transparent huge pages are declined too: with them the kernel still cleared 2 MiB pages on
-/// the layer calls of a warm process (`clear_page_erms`, 9% of a ResNet-20 3×3 convolution's
-/// forward in `perf`, under 1% without).
+/// Transparent huge pages are declined too (`prctl(PR_SET_THP_DISABLE)`, what mimalloc's own
+/// `MIMALLOC_ALLOW_THP=0` does, an option it reads only before `main`): with them the kernel
+/// still cleared 2 MiB pages on the layer calls of a warm process (`clear_page_erms`: 9% of a
+/// ResNet-20 3×3 convolution's forward and 7% of ResNet-18 inference in `perf`, under 1%
+/// without) and the peak memory grew (ResNet-18 inference: 156 against 124 MiB).
 fn keep_freed_memory() {
     // SAFETY: called first thing in `main`, before any other thread exists (the option setter
-    // is not thread safe); -1 means "never purge", 0 "no transparent huge pages".
+    // is not thread safe); -1 means "never purge".
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    // SAFETY: a process-wide flag; no pointer is passed. Failure (an old kernel) only leaves
+    // huge pages allowed.
+    #[cfg(target_os = "linux")]
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1);
-        if libmimalloc_sys::mi_version() >= 300 {
-            libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
-        }
-    }
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    };
 }
 
 use std::io::{self, Write};

@@ -28,13 +28,12 @@ fn time(name: &str, mut f: impl FnMut()) {
 
 fn main() {
     // As the `stride` binary does (see its main.rs): keep freed memory, never purge (option 15), no
-    // transparent huge pages (option 43).
+    // transparent huge pages (prctl).
     // SAFETY: before any other thread exists.
     unsafe {
         libmimalloc_sys::mi_option_set(15, -1);
-        if libmimalloc_sys::mi_version() >= 300 {
-            libmimalloc_sys::mi_option_set(43, 0); // no transparent huge pages (mimalloc 3)
-        }
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let n = 128;
     let t = |dims: &[usize]| {

@@ -16,13 +16,12 @@ use stride_tensor::autograd::{Var, cross_entropy};
 
 fn main() {
     // As the `stride` binary does (see its main.rs): keep freed memory, never purge (option 15), no
-    // transparent huge pages (option 43).
+    // transparent huge pages (prctl).
     // SAFETY: before any other thread exists.
     unsafe {
         libmimalloc_sys::mi_option_set(15, -1);
-        if libmimalloc_sys::mi_version() >= 300 {
-            libmimalloc_sys::mi_option_set(43, 0); // no transparent huge pages (mimalloc 3)
-        }
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
     let mut args = std::env::args().skip(1);
     let model = args.next().unwrap_or_else(|| "lenet5".to_string());
