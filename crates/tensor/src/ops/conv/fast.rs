@@ -479,6 +479,10 @@ const WEIGHT_GRAD_MIN_CHANNELS: usize = 4;
 /// per batch of 32 on one thread with it; LeNet's 5×5 conv2 gains from it).
 const WEIGHT_GRAD_MIN_TAPS: usize = 16;
 
+/// Positions computed per real tap above which [`backward_weight_as_forward`] is not used
+/// (LeNet-5's 5×5 conv2 on 14×14: 61 for 25, which still gains).
+const WEIGHT_GRAD_MAX_WASTE: usize = 4;
+
 /// `dw` of an ungrouped stride-1 convolution as a forward convolution, on the forward's fast
 /// path: `dw[k, c, f] = Σ_n Σ_p dy[n, k, p] · x_pad[n, c, p + D·f]` is a convolution whose
 /// "images" are the input channels `c`, whose channels are the batch `n`, and whose filters are
@@ -492,7 +496,16 @@ fn backward_weight_as_forward(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option
     // With few input channels the forward has few "images" to spread and a short filter block;
     // the im2col path is faster there (LeNet's first layer: 2.9 against 4.4 ms on one thread).
     let small_kernel = g.kernel_volume() < WEIGHT_GRAD_MIN_TAPS;
+    // Its forward computes the taps in the padded numbering of the input (see [`shifted`]):
+    // from tap (0, 0, 0) to the last, whole input rows and planes apart. A 3×3×3 kernel on a
+    // 32³ volume computes 2,383 positions for its 27 taps; keep to kernels that waste little.
+    // (A dilated layer's runs with the dilation as its stride, on exact im2col tiles instead.)
+    let [_, hp, wp]: [usize; 3] = std::array::from_fn(|i| g.input[i] + g.pad_begin[i] + g.pad_end[i]);
+    let [kd, kh, kw] = g.kernel.map(|k| k.max(1));
+    let computed = if g.dilation == [1; 3] { ((kd - 1) * hp + kh - 1) * wp + kw } else { g.kernel_volume() };
+    let wasteful = computed > WEIGHT_GRAD_MAX_WASTE * g.kernel_volume();
     if g.groups != 1
+        || wasteful
         || g.stride != [1, 1, 1]
         || g.in_channels < WEIGHT_GRAD_MIN_CHANNELS
         || small_kernel
@@ -549,14 +562,19 @@ fn backward_weight_as_forward(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option
     Some(dw)
 }
 
-/// `dw` of a stride-1 convolution as one packed GEMM per image and group, with the taps read
-/// straight from the zero-padded image as in the forward ([`shifted`]):
+/// Tap rows per task of [`backward_weight_shifted`] when a layer has too few images to spread
+/// over the threads (a batch of one): a multiple of the micro-kernel's rows.
+const SHIFTED_GRAD_ROWS: usize = 16 * MR;
+
+/// `dw` of a stride-1 convolution as one packed GEMM per image, group and block of taps, with
+/// the taps read straight from the zero-padded image as in the forward ([`shifted`]):
 /// `dw_gᵀ [C_in/G·|F|, C_out/G] += taps [C_in/G·|F|, P'] · dy_gᵀ [P', C_out/G]`, where row `t`
 /// of `taps` is the padded image from tap `t`'s offset on, and `P'` numbers the output positions
 /// in the padded volume (`dy_gᵀ` is zero at the positions past a row's end). No im2col buffer:
-/// the taps are packed once, straight from the image. Fixed chunks of [`GRAD_IMAGES`] images run
-/// in parallel, their partial sums added in image order (thread-count independent). `None` for
-/// strided layers.
+/// the taps are packed once, straight from the image. Tasks own a fixed chunk of
+/// [`GRAD_IMAGES`] images and, when there are too few chunks to keep the threads busy, a block
+/// of [`SHIFTED_GRAD_ROWS`] taps; the chunks' partial sums are added in image order
+/// (thread-count independent). `None` for strided layers.
 fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
     let empty =
         [g.batch, g.in_channels, g.out_channels, g.kernel_volume(), g.input_volume(), g.output_volume()]
@@ -580,52 +598,93 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
         .map(|(i, p)| (p, i * g.output[2], g.output[2]))
         .collect();
 
-    let starts: Vec<usize> = (0..g.batch).step_by(GRAD_IMAGES).collect();
-    let partials: Vec<Vec<f32>> = starts
+    // dy_gᵀ [P', C_out/G] of image n and group `group`, zero past each row's end.
+    let transpose = |n: usize, group: usize, dy_t: &mut [f32]| {
+        let planes = &dy[(n * g.out_channels + group * cout_g) * output_volume..][..cout_g * output_volume];
+        for (k, plane) in planes.chunks_exact(output_volume).enumerate() {
+            for &(p, q, count) in &runs {
+                for (i, &v) in plane[q..q + count].iter().enumerate() {
+                    dy_t[(p + i) * row + k] = v;
+                }
+            }
+        }
+    };
+
+    let image_chunks = g.batch.div_ceil(GRAD_IMAGES);
+    // Blocks of taps only when the images alone leave threads idle (a batch of one). Each
+    // element's sum runs over the same taps and images in the same order either way, so the
+    // result does not depend on this choice, nor on the number of threads.
+    let enough_images = image_chunks * g.groups >= 2 * rayon::current_num_threads();
+    let rows_per_chunk = if enough_images { k_dim } else { SHIFTED_GRAD_ROWS };
+    let row_chunks = k_dim.div_ceil(rows_per_chunk);
+    // With several blocks of taps per image, each image's dy_gᵀ is transposed once for all of
+    // them; with one, each task transposes its own images into a buffer that stays in cache.
+    let shared_dy_t: Vec<f32> = if row_chunks > 1 {
+        let mut all = vec![0.0f32; g.batch * g.groups * span * row];
+        all.par_chunks_mut(span * row)
+            .enumerate()
+            .for_each(|(i, dy_t)| transpose(i / g.groups, i % g.groups, dy_t));
+        all
+    } else {
+        Vec::new()
+    };
+    // Task (chunk of images, group, block of taps) → its partial [rows × C_out/G].
+    let partials: Vec<Vec<f32>> = (0..image_chunks * g.groups * row_chunks)
         .into_par_iter()
-        .map(|n0| {
-            // Per group, dw_gᵀ [k_dim, C_out/G].
-            let mut partial = vec![0.0f32; g.groups * k_dim * cout_g];
+        .map(|task| {
+            let (n0, rest) = (task / (g.groups * row_chunks) * GRAD_IMAGES, task % (g.groups * row_chunks));
+            let (group, block) = (rest / row_chunks, rest % row_chunks);
+            let rows = block * rows_per_chunk..((block + 1) * rows_per_chunk).min(k_dim);
+            // Only the channels these taps read are padded, and the offsets shifted to them.
+            let channels = rows.start / taps..(rows.end - 1) / taps + 1;
+            let base = channels.start * padding.volume;
+            let offsets: Vec<usize> = tap_offsets[rows.clone()].iter().map(|o| o - base).collect();
+            let mut partial = vec![0.0f32; rows.len() * cout_g];
             // Borders and the positions past a row's end stay zero; the rest is overwritten
             // for every image.
-            let mut padded = vec![0.0f32; cin_g * padding.volume];
-            let mut dy_t = vec![0.0f32; span * row];
+            let mut padded = vec![0.0f32; channels.len() * padding.volume];
+            let mut own_dy_t = if row_chunks > 1 { Vec::new() } else { vec![0.0f32; span * row] };
             let mut buffer = Vec::new();
             for n in n0..g.batch.min(n0 + GRAD_IMAGES) {
-                for group in 0..g.groups {
-                    let first = n * g.in_channels + group * cin_g;
-                    for (c, dst) in padded.chunks_exact_mut(padding.volume).enumerate() {
-                        padding.copy_channel(&x[(first + c) * g.input_volume()..][..g.input_volume()], dst);
-                    }
-                    let dy_g = &dy[(n * g.out_channels + group * cout_g) * output_volume..]
-                        [..cout_g * output_volume];
-                    for (k, plane) in dy_g.chunks_exact(output_volume).enumerate() {
-                        for &(p, q, count) in &runs {
-                            for (i, &v) in plane[q..q + count].iter().enumerate() {
-                                dy_t[(p + i) * row + k] = v;
-                            }
-                        }
-                    }
-                    let a = PackedA::from_rows(&padded, &tap_offsets, span, buffer);
-                    let b = RowsB { data: &dy_t, offsets: &dy_offsets };
-                    let c = partial[group * k_dim * cout_g..].as_mut_ptr();
-                    // SAFETY: `c` points at this group's own [k_dim × cout_g] block of `partial`.
-                    unsafe { packed::gemm_packed(&a, b, cout_g, 0..a.row_blocks(), c, cout_g, false, false) };
-                    buffer = a.into_buffer();
+                let first = n * g.in_channels + group * cin_g + channels.start;
+                for (c, dst) in padded.chunks_exact_mut(padding.volume).enumerate() {
+                    padding.copy_channel(&x[(first + c) * g.input_volume()..][..g.input_volume()], dst);
                 }
+                let dy_t = if row_chunks > 1 {
+                    &shared_dy_t[(n * g.groups + group) * span * row..][..span * row]
+                } else {
+                    transpose(n, group, &mut own_dy_t);
+                    &own_dy_t
+                };
+                let a = PackedA::from_rows(&padded, &offsets, span, buffer);
+                let b = RowsB { data: dy_t, offsets: &dy_offsets };
+                // SAFETY: `c` points at this task's own [rows × cout_g] partial.
+                unsafe {
+                    packed::gemm_packed(
+                        &a,
+                        b,
+                        cout_g,
+                        0..a.row_blocks(),
+                        partial.as_mut_ptr(),
+                        cout_g,
+                        false,
+                        false,
+                    )
+                };
+                buffer = a.into_buffer();
             }
             partial
         })
         .collect();
     let mut dw = vec![0.0f32; g.out_channels * k_dim];
-    for partial in &partials {
-        for group in 0..g.groups {
-            let block = &partial[group * k_dim * cout_g..][..k_dim * cout_g];
-            for k in 0..cout_g {
-                let dst = &mut dw[(group * cout_g + k) * k_dim..][..k_dim];
-                for (t, d) in dst.iter_mut().enumerate() {
-                    *d += block[t * cout_g + k];
-                }
+    for (task, partial) in partials.iter().enumerate() {
+        let rest = task % (g.groups * row_chunks);
+        let (group, block) = (rest / row_chunks, rest % row_chunks);
+        let r0 = block * rows_per_chunk;
+        for k in 0..cout_g {
+            let dst = &mut dw[(group * cout_g + k) * k_dim..][..k_dim];
+            for (t, value) in partial.chunks_exact(cout_g).map(|r| r[k]).enumerate() {
+                dst[r0 + t] += value;
             }
         }
     }
