@@ -81,6 +81,13 @@ struct NetArgs {
     /// Print one JSON object per model instead of a table
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    timing: Timing,
+}
+
+/// How many threads, and how long to measure: shared by the benchmarks.
+#[derive(Debug, clap::Args)]
+struct Timing {
     /// Threads to use [default: all cores]
     #[arg(long)]
     threads: Option<usize>,
@@ -90,6 +97,12 @@ struct NetArgs {
     max_runs: usize,
     #[arg(long, default_value_t = 1.0)]
     min_seconds: f64,
+}
+
+impl Timing {
+    fn budget(&self) -> Budget {
+        Budget { min_runs: self.min_runs, max_runs: self.max_runs, min_seconds: self.min_seconds }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,21 +113,14 @@ struct ConvArgs {
     /// Print one JSON object per layer and direction instead of a table
     #[arg(long)]
     json: bool,
-    /// Threads to use [default: all cores]
-    #[arg(long)]
-    threads: Option<usize>,
     /// Only the layers whose name contains this
     #[arg(long, default_value = "")]
     filter: String,
     /// Comma list of forward, backward_input, backward_weight, forward_backward
     #[arg(long, default_value = "forward,backward_input,backward_weight,forward_backward")]
     directions: String,
-    #[arg(long, default_value_t = 5)]
-    min_runs: usize,
-    #[arg(long, default_value_t = 50)]
-    max_runs: usize,
-    #[arg(long, default_value_t = 1.0)]
-    min_seconds: f64,
+    #[command(flatten)]
+    timing: Timing,
     /// Skip measuring the machine's peak (and the percent-of-peak column)
     #[arg(long)]
     no_peak: bool,
@@ -123,18 +129,18 @@ struct ConvArgs {
 pub fn run(args: &Args, out: &mut impl Write) -> Result<()> {
     match &args.what {
         What::Conv(conv_args) => {
-            super::set_threads(conv_args.threads)?;
+            super::set_threads(conv_args.timing.threads)?;
             run_conv(conv_args, out)
         }
         What::Net(net_args) => {
-            super::set_threads(net_args.threads)?;
+            super::set_threads(net_args.timing.threads)?;
             run_net(net_args, out)
         }
     }
 }
 
 fn run_net(args: &NetArgs, out: &mut impl Write) -> Result<()> {
-    let budget = Budget { min_runs: args.min_runs, max_runs: args.max_runs, min_seconds: args.min_seconds };
+    let budget = args.timing.budget();
     let input = args.input.as_deref().map(super::summary::parse_volume).transpose()?;
     if !args.json {
         writeln!(
@@ -178,7 +184,7 @@ fn run_net(args: &NetArgs, out: &mut impl Write) -> Result<()> {
 fn run_conv(args: &ConvArgs, out: &mut impl Write) -> Result<()> {
     let layers = conv::load_layers(args.layers.as_deref())?;
     let directions = conv::Direction::parse_list(&args.directions)?;
-    let budget = Budget { min_runs: args.min_runs, max_runs: args.max_runs, min_seconds: args.min_seconds };
+    let budget = args.timing.budget();
     let peak = (!args.no_peak).then(peak::measure);
     let threads = rayon::current_num_threads();
     if !args.json {

@@ -364,15 +364,8 @@ fn run<const N: usize>(
 ) -> Result<Tensor> {
     let g = spec.geometry(x.dims(), w.dims())?;
     check_bias::<N>(&g, bias)?;
-    let flipped;
-    let weights = match spec.mode {
-        KernelMode::CrossCorrelation => w.data(),
-        KernelMode::Convolution => {
-            flipped = flip_kernel(w.data(), g.kernel_volume());
-            &flipped
-        }
-    };
-    let y = kernel(&g, x.data(), weights, bias.map(Tensor::data));
+    let weights = oriented(w, &g, spec.mode);
+    let y = kernel(&g, x.data(), &weights, bias.map(Tensor::data));
     Ok(Tensor::from_parts(g.output_shape(), y))
 }
 
@@ -387,6 +380,15 @@ fn check_bias<const N: usize>(g: &ConvGeometry, bias: Option<&Tensor>) -> Result
         ));
     }
     Ok(())
+}
+
+/// The weights as the kernels correlate with them: as given, or flipped for
+/// [`KernelMode::Convolution`].
+fn oriented<'w>(w: &'w Tensor, g: &ConvGeometry, mode: KernelMode) -> std::borrow::Cow<'w, [f32]> {
+    match mode {
+        KernelMode::CrossCorrelation => std::borrow::Cow::Borrowed(w.data()),
+        KernelMode::Convolution => std::borrow::Cow::Owned(flip_kernel(w.data(), g.kernel_volume())),
+    }
 }
 
 /// Reverses every filter along all its spatial axes at once (which, in row-major order, is
@@ -465,16 +467,8 @@ impl PackedFilters {
         let mut input = vec![1, dims[1] * spec.groups.max(1)];
         input.extend((0..N).map(|a| span(a) * spec.stride[a].max(1)));
         let g = ConvSpec::<N> { padding: Padding::valid(), ..*spec }.geometry(&input, dims)?;
-        let flipped;
-        let weights = match spec.mode {
-            KernelMode::CrossCorrelation => w.data(),
-            KernelMode::Convolution => {
-                flipped = flip_kernel(w.data(), g.kernel_volume());
-                &flipped
-            }
-        };
         Ok(PackedFilters {
-            groups_packed: fast::pack_filters(&g, weights),
+            groups_packed: fast::pack_filters(&g, &oriented(w, &g, spec.mode)),
             weight_shape: w.shape().clone(),
             groups: spec.groups,
             mode: spec.mode,
