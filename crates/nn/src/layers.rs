@@ -108,8 +108,13 @@ impl<const N: usize> Module for Conv<N> {
         }
         let key = (self.weight.value_version(), self.spec);
         let filters = match self.packed.take() {
-            Some((version, spec, filters)) if (version, spec) == key => filters,
-            _ => PackedFilters::new(self.weight.value(), &self.spec)?,
+            // A new input size can change the algorithm (and so the packing) the layer uses.
+            Some((version, spec, filters))
+                if (version, spec) == key && filters.suits(&self.spec, x.value().dims()) =>
+            {
+                filters
+            }
+            _ => PackedFilters::for_input(self.weight.value(), &self.spec, x.value().dims())?,
         };
         let y = conv_prepacked(x.value(), &filters, bias.map(Var::value), &self.spec, self.fused_relu);
         self.packed = Some((key.0, key.1, filters));

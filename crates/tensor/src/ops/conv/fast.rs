@@ -25,7 +25,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::ConvGeometry;
+use super::{ConvGeometry, winograd};
 
 use crate::buffer::{BlockWriter, fill_blocks};
 use crate::gemm::packed::{self, MR, NR, PackedA, RowsB};
@@ -48,38 +48,84 @@ fn tile_width(positions: usize) -> usize {
 
 /// A raw output pointer shared by tasks that write disjoint elements.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(super) struct OutPtr(pub(super) *mut f32);
 // SAFETY: tasks write disjoint (rows, column-tile) blocks of the output, see `forward`.
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
     /// Through a method, so closures capture the `Send` wrapper and not the raw field.
-    fn at(self, offset: usize) -> *mut f32 {
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }
 
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    forward_with(g, x, &pack_filters(g, w), bias, Epilogue::Bias, false)
+    forward_any(g, x, w, bias, Epilogue::Bias)
+}
+
+/// Through Winograd's F(2×2, 3×3) where it is [`winograd::chosen`], else the direct GEMM.
+fn forward_any(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, epilogue: Epilogue) -> Vec<f32> {
+    if winograd::chosen(g) {
+        let filters = winograd::Filters::new(w, g.out_channels, g.in_channels);
+        winograd::forward(g, x, &filters, bias, epilogue, false)
+    } else {
+        forward_with(g, x, &pack_filters(g, w), bias, epilogue, false)
+    }
 }
 
 /// The forward with ReLU applied as each output is written (inference: no separate pass over the
 /// output, no second buffer).
 pub(crate) fn forward_relu(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    forward_with(g, x, &pack_filters(g, w), bias, Epilogue::BiasRelu, false)
+    forward_any(g, x, w, bias, Epilogue::BiasRelu)
 }
 
-/// The forward over filters packed beforehand ([`pack_filters`]), with or without the ReLU.
+/// A layer's filters, packed beforehand for one of the two algorithms.
+pub(crate) enum Packed {
+    /// Each group's `W_g`, for the direct GEMM ([`pack_filters`]).
+    Direct(Vec<PackedA>),
+    /// Transformed for Winograd's F(2×2, 3×3).
+    Winograd(winograd::Filters),
+}
+
+impl Packed {
+    /// Packed for the algorithm the fast path picks for `g`.
+    pub(crate) fn for_geometry(g: &ConvGeometry, w: &[f32]) -> Self {
+        if winograd::chosen(g) {
+            Packed::Winograd(winograd::Filters::new(w, g.out_channels, g.in_channels))
+        } else {
+            Packed::Direct(pack_filters(g, w))
+        }
+    }
+
+    /// Whether these filters are what [`Packed::for_geometry`] would build for `g`.
+    pub(crate) fn suits(&self, g: &ConvGeometry) -> bool {
+        matches!(self, Packed::Winograd(_)) == winograd::chosen(g)
+    }
+
+    /// Whether these filters can compute `g` at all (Winograd's only a 3×3 stride-1 one).
+    pub(crate) fn can_compute(&self, g: &ConvGeometry) -> bool {
+        match self {
+            Packed::Direct(_) => true,
+            Packed::Winograd(_) => winograd::supports(g),
+        }
+    }
+}
+
+/// The forward over filters packed beforehand, with or without the ReLU; `g` must be one the
+/// filters [`Packed::can_compute`].
 pub(crate) fn forward_prepacked(
     g: &ConvGeometry,
     x: &[f32],
-    filters: &[PackedA],
+    filters: &Packed,
     bias: Option<&[f32]>,
     relu: bool,
 ) -> Vec<f32> {
     let epilogue = if relu { Epilogue::BiasRelu } else { Epilogue::Bias };
-    forward_with(g, x, filters, bias, epilogue, false)
+    match filters {
+        Packed::Direct(groups) => forward_with(g, x, groups, bias, epilogue, false),
+        Packed::Winograd(transformed) => winograd::forward(g, x, transformed, bias, epilogue, false),
+    }
 }
 
 /// Each group's filters `W_g [C_out/G, C_in/G·|F|]`, packed for the micro-kernel.
@@ -92,7 +138,7 @@ pub(crate) fn pack_filters(g: &ConvGeometry, w: &[f32]) -> Vec<PackedA> {
 
 /// What happens to a sum as it is written out.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Epilogue {
+pub(super) enum Epilogue {
     /// `y = s + b`.
     Bias,
     /// `y = max(s + b, 0)`.
@@ -100,7 +146,8 @@ enum Epilogue {
 }
 
 impl Epilogue {
-    fn apply(self, v: f32) -> f32 {
+    #[inline(always)]
+    pub(super) fn apply(self, v: f32) -> f32 {
         match self {
             Epilogue::Bias => v,
             // Not `f32::max`, which would turn a NaN into 0: PyTorch's relu keeps it.

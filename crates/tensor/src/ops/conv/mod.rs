@@ -17,6 +17,8 @@
 //! width `W` becomes `1 × 1 × W`) and the kernels loop over `D, H, W`.
 //! - `reference`: the plain loops that define the operation.
 //! - `fast`: the production path (im2col tiles + GEMM; 1×1 convolution as a plain GEMM).
+//! - `winograd`: Winograd's F(2×2, 3×3) for the 3×3 stride-1 2D layers where it is faster
+//!   (the fast path picks it by the geometry alone; see `winograd::chosen`).
 //!
 //! The backward ([`conv_backward`]) takes `dy [N, C_out, *O]` and gives `dx`, `dw` and `db` in
 //! the shapes of `x`, `w` and `b`; it is a kernel, with no knowledge of any autograd.
@@ -25,9 +27,9 @@ pub(crate) mod fast;
 pub mod reference;
 #[cfg(test)]
 mod tests;
+mod winograd;
 
 use crate::error::{Error, Result};
-use crate::gemm::packed::PackedA;
 use crate::geometry::{self, AxisParams, PerAxis, Rounding};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -433,8 +435,12 @@ pub fn conv_reference<const N: usize>(
 /// call (ResNet-18 at batch 1: 47 MB of filters rewritten per image otherwise). Built for one
 /// weight shape, group count and kernel mode; it holds a copy of the weights, so a change to
 /// them needs a new one.
+///
+/// 3×3 stride-1 layers on large enough inputs run through Winograd's F(2×2, 3×3), whose filters
+/// are packed transformed: [`PackedFilters::for_input`] packs for the algorithm [`conv`] would
+/// use on that input, [`PackedFilters::suits`] tells whether a packing still matches a new one.
 pub struct PackedFilters {
-    groups_packed: Vec<PackedA>,
+    packed: fast::Packed,
     weight_shape: Shape,
     groups: usize,
     mode: KernelMode,
@@ -468,11 +474,31 @@ impl PackedFilters {
         input.extend((0..N).map(|a| span(a) * spec.stride[a].max(1)));
         let g = ConvSpec::<N> { padding: Padding::valid(), ..*spec }.geometry(&input, dims)?;
         Ok(PackedFilters {
-            groups_packed: fast::pack_filters(&g, &oriented(w, &g, spec.mode)),
+            packed: fast::Packed::Direct(fast::pack_filters(&g, &oriented(w, &g, spec.mode))),
             weight_shape: w.shape().clone(),
             groups: spec.groups,
             mode: spec.mode,
         })
+    }
+
+    /// Packs `w` for the algorithm [`conv`] uses on an input of shape `input` (Winograd's
+    /// transformed filters for a large enough 3×3 stride-1 layer, the plain packing otherwise),
+    /// so that [`conv_prepacked`] on that input gives [`conv`]'s results bit for bit.
+    pub fn for_input<const N: usize>(w: &Tensor, spec: &ConvSpec<N>, input: &[usize]) -> Result<Self> {
+        let g = spec.geometry(input, w.dims())?;
+        Ok(PackedFilters {
+            packed: fast::Packed::for_geometry(&g, &oriented(w, &g, spec.mode)),
+            weight_shape: w.shape().clone(),
+            groups: spec.groups,
+            mode: spec.mode,
+        })
+    }
+
+    /// Whether these filters are what [`PackedFilters::for_input`] would pack for `input` (false
+    /// also when `input` does not fit them).
+    pub fn suits<const N: usize>(&self, spec: &ConvSpec<N>, input: &[usize]) -> bool {
+        (spec.groups, spec.mode) == (self.groups, self.mode)
+            && spec.geometry(input, self.weight_shape.dims()).is_ok_and(|g| self.packed.suits(&g))
     }
 
     /// The shape of the weights these filters were packed from.
@@ -501,7 +527,15 @@ pub fn conv_prepacked<const N: usize>(
     }
     let g = spec.geometry(x.dims(), filters.weight_shape.dims())?;
     check_bias::<N>(&g, bias)?;
-    let y = fast::forward_prepacked(&g, x.data(), &filters.groups_packed, bias.map(Tensor::data), relu);
+    if !filters.packed.can_compute(&g) {
+        return Err(Error::invalid(
+            ConvSpec::<N>::op_name(),
+            "the filters were packed for Winograd's F(2×2, 3×3), which needs a 2D 3×3 convolution with \
+             stride 1, dilation 1 and no groups; pack them with PackedFilters::new for this one"
+                .to_string(),
+        ));
+    }
+    let y = fast::forward_prepacked(&g, x.data(), &filters.packed, bias.map(Tensor::data), relu);
     Ok(Tensor::from_parts(g.output_shape(), y))
 }
 

@@ -281,6 +281,114 @@ fn prepacked_filters_are_checked_against_the_call() {
     assert!(PackedFilters::new(&seeded(&[5, 2, 3, 3], 4), &spec).is_err());
 }
 
+/// Winograd's F(2×2, 3×3) against the reference on any 3×3 stride-1 shape (called directly, so
+/// small channel counts and maps are covered too), with both micro-kernels and both epilogues.
+fn run_winograd_case(
+    batch: usize,
+    cin: usize,
+    cout: usize,
+    hw: [usize; 2],
+    pads: [usize; 4],
+    bias: bool,
+    seed: u64,
+) {
+    let spec = ConvSpec::<2>::new().padding(Padding::asymmetric([pads[0], pads[1]], [pads[2], pads[3]]));
+    let (xs, ws) = ([batch, cin, hw[0], hw[1]], [cout, cin, 3, 3]);
+    let g = spec.geometry(&xs, &ws).unwrap();
+    let (x, w) = (seeded(&xs, seed), seeded(&ws, seed + 1));
+    let b = bias.then(|| seeded(&[cout], seed + 2));
+    let b_data = b.as_ref().map(Tensor::data);
+    let filters = winograd::Filters::new(w.data(), cout, cin);
+    let fast = winograd::forward(&g, x.data(), &filters, b_data, fast::Epilogue::Bias, false);
+    let fast = Tensor::from_parts(g.output_shape(), fast);
+    let reference = conv_reference(&x, &w, b.as_ref(), &spec).unwrap();
+    let context = format!("Winograd {xs:?} {ws:?} pads {pads:?}");
+    assert_close(&fast, &reference, cin * 9, &context);
+    let portable = winograd::forward(&g, x.data(), &filters, b_data, fast::Epilogue::Bias, true);
+    assert_eq!(portable, fast.data(), "{context}: portable micro-kernel");
+    let relu = winograd::forward(&g, x.data(), &filters, b_data, fast::Epilogue::BiasRelu, false);
+    assert_eq!(Tensor::from_parts(g.output_shape(), relu), fast.relu(), "{context}: ReLU epilogue");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn winograd_matches_reference(
+        batch in 1usize..=3,
+        cin in 1usize..=40,
+        cout in 1usize..=40,
+        hw in (1usize..=20, 1usize..=20),
+        pads in (0usize..=2, 0usize..=2, 0usize..=2, 0usize..=2),
+        bias in any::<bool>(),
+        seed in 0u64..1000,
+    ) {
+        let pads = [pads.0, pads.1, pads.2, pads.3];
+        // At least one output: the padded input must reach the 3×3 kernel.
+        prop_assume!(hw.0 + pads[0] + pads[2] >= 3 && hw.1 + pads[1] + pads[3] >= 3);
+        run_winograd_case(batch, cin, cout, [hw.0, hw.1], pads, bias, seed);
+    }
+}
+
+#[test]
+fn winograd_on_resnet_sized_layers() {
+    run_winograd_case(2, 64, 64, [56, 56], [1; 4], true, 7);
+    run_winograd_case(1, 130, 70, [28, 28], [1; 4], false, 8);
+}
+
+/// The layers the other tests run through Winograd's F(2×2, 3×3) do go through it (and the
+/// ones kept off it do not), so that a change to the choice cannot quietly drop the coverage.
+#[test]
+fn winograd_is_chosen_where_the_tests_expect() {
+    let geometry = |xs: [usize; 4], ws: [usize; 4], pads: ([usize; 2], [usize; 2])| {
+        ConvSpec::<2>::new().padding(Padding::asymmetric(pads.0, pads.1)).geometry(&xs, &ws).unwrap()
+    };
+    let one = ([1, 1], [1, 1]);
+    for (xs, ws, pads) in [
+        ([2, 32, 30, 30], [32, 32, 3, 3], one),
+        ([6, 40, 15, 29], [33, 40, 3, 3], ([2, 0], [1, 2])),
+        ([19, 32, 14, 14], [32, 32, 3, 3], one),
+        ([1, 64, 32, 32], [64, 64, 3, 3], one),
+        ([16, 64, 56, 56], [64, 64, 3, 3], one),
+    ] {
+        assert!(winograd::chosen(&geometry(xs, ws, pads)), "{xs:?} {ws:?}");
+    }
+    for (xs, ws) in [
+        ([128, 16, 32, 32], [16, 16, 3, 3]),
+        ([16, 512, 7, 7], [512, 512, 3, 3]),
+        ([1, 256, 14, 14], [256, 256, 3, 3]),
+    ] {
+        assert!(!winograd::chosen(&geometry(xs, ws, one)), "{xs:?} {ws:?}");
+    }
+}
+
+/// Filters packed for an input use the algorithm `conv` uses there, and say when a new input
+/// needs another packing; Winograd filters refuse a convolution they cannot compute.
+#[test]
+fn filters_packed_for_an_input_follow_the_algorithm() {
+    let spec = ConvSpec::<2>::new().padding(1);
+    let w = seeded(&[32, 32, 3, 3], 1);
+    let (large, small) = ([8, 32, 20, 20], [1, 32, 6, 6]);
+    let x = seeded(&large, 2);
+    let g = spec.geometry(&large, w.dims()).unwrap();
+    assert!(winograd::chosen(&g) && !winograd::chosen(&spec.geometry(&small, w.dims()).unwrap()));
+    let packed = PackedFilters::for_input(&w, &spec, &large).unwrap();
+    assert!(packed.suits(&spec, &large) && !packed.suits(&spec, &small));
+    assert!(!PackedFilters::new(&w, &spec).unwrap().suits(&spec, &large));
+    assert_eq!(conv_prepacked(&x, &packed, None, &spec, false).unwrap(), conv(&x, &w, None, &spec).unwrap());
+    assert_eq!(
+        conv_prepacked(&x, &packed, None, &spec, true).unwrap(),
+        conv_relu(&x, &w, None, &spec).unwrap()
+    );
+    // On a small input the packing still computes the right numbers, through Winograd.
+    let x_small = seeded(&small, 3);
+    let y = conv_prepacked(&x_small, &packed, None, &spec, false).unwrap();
+    assert_close(&y, &conv_reference(&x_small, &w, None, &spec).unwrap(), 32 * 9, "small input");
+    let strided = ConvSpec::<2>::new().padding(1).stride(2);
+    let err = conv_prepacked(&x, &packed, None, &strided, false).unwrap_err().to_string();
+    assert!(err.contains("Winograd") && err.contains("PackedFilters::new"), "{err}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -297,8 +405,11 @@ proptest! {
 /// Shapes large enough to split into many tiles, with pointwise, strided and grouped cases.
 #[test]
 fn fast_matches_reference_on_multi_tile_layers() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 5] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 7] = [
         ([2, 8, 40, 40], [16, 8, 3, 3], ConvSpec::new().padding(1)),
+        // Through Winograd's F(2×2, 3×3): even and odd output sizes, uneven padding.
+        ([2, 32, 30, 30], [32, 32, 3, 3], ConvSpec::new().padding(1)),
+        ([6, 40, 15, 29], [33, 40, 3, 3], ConvSpec::new().padding(Padding::asymmetric([2, 0], [1, 2]))),
         ([1, 32, 20, 20], [8, 32, 1, 1], ConvSpec::new()),
         ([1, 32, 20, 20], [8, 32, 1, 1], ConvSpec::new().stride(2)),
         ([2, 12, 33, 31], [12, 1, 5, 5], ConvSpec::new().groups(12).padding([2, 1]).stride([1, 2])),
@@ -316,9 +427,11 @@ fn fast_matches_reference_on_multi_tile_layers() {
 
 #[test]
 fn one_thread_and_many_threads_agree_bitwise() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 7] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 8] = [
         ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
-        ([19, 16, 14, 14], [32, 16, 3, 3], ConvSpec::new().padding(1)),
+        // Winograd, with many tile blocks and with two (the filters then split too).
+        ([19, 32, 14, 14], [32, 32, 3, 3], ConvSpec::new().padding(1)),
+        ([1, 64, 32, 32], [64, 64, 3, 3], ConvSpec::new().padding(1)),
         ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
         ([21, 1, 28, 28], [6, 1, 5, 5], ConvSpec::new().padding(2)),
         // A single image with few tiles: the GEMM itself is spread over the threads.
@@ -445,9 +558,11 @@ fn fast_backward_matches_reference_on_multi_tile_layers() {
 
 #[test]
 fn backward_one_thread_and_two_threads_agree_bitwise() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 7] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 8] = [
         ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
-        ([19, 16, 14, 14], [32, 16, 3, 3], ConvSpec::new().padding(1)),
+        // Winograd, with many tile blocks and with two (the filters then split too).
+        ([19, 32, 14, 14], [32, 32, 3, 3], ConvSpec::new().padding(1)),
+        ([1, 64, 32, 32], [64, 64, 3, 3], ConvSpec::new().padding(1)),
         ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
         ([21, 1, 28, 28], [6, 1, 5, 5], ConvSpec::new().padding(2)),
         ([1, 64, 7, 7], [64, 64, 3, 3], ConvSpec::new().padding(1)),
