@@ -107,7 +107,7 @@ impl Packed {
     pub(crate) fn can_compute(&self, g: &ConvGeometry) -> bool {
         match self {
             Packed::Direct(_) => true,
-            Packed::Winograd(_) => winograd::supports(g),
+            Packed::Winograd(_) => winograd::computes(g),
         }
     }
 }
@@ -124,7 +124,11 @@ pub(crate) fn forward_prepacked(
     let epilogue = if relu { Epilogue::BiasRelu } else { Epilogue::Bias };
     match filters {
         Packed::Direct(groups) => forward_with(g, x, groups, bias, epilogue, false),
-        Packed::Winograd(transformed) => winograd::forward(g, x, transformed, bias, epilogue, false),
+        Packed::Winograd(transformed) if winograd::supports(g) => {
+            winograd::forward(g, x, transformed, bias, epilogue, false)
+        }
+        // An empty batch or map: nothing to compute (the filters fix both channel counts > 0).
+        Packed::Winograd(_) => Vec::new(),
     }
 }
 

@@ -508,7 +508,8 @@ impl PackedFilters {
 }
 
 /// [`conv`], or with `relu` [`conv_relu`], over filters packed beforehand: the same results, bit
-/// for bit. `spec` must have the groups and mode the filters were packed for.
+/// for bit, when the filters [`PackedFilters::suits`] the input (otherwise the other algorithm's
+/// rounding). `spec` must have the groups and mode the filters were packed for.
 pub fn conv_prepacked<const N: usize>(
     x: &Tensor,
     filters: &PackedFilters,

@@ -307,7 +307,32 @@ fn run_winograd_case(
     let portable = winograd::forward(&g, x.data(), &filters, b_data, fast::Epilogue::Bias, true);
     assert_eq!(portable, fast.data(), "{context}: portable micro-kernel");
     let relu = winograd::forward(&g, x.data(), &filters, b_data, fast::Epilogue::BiasRelu, false);
+    let relu_portable = winograd::forward(&g, x.data(), &filters, b_data, fast::Epilogue::BiasRelu, true);
+    assert_eq!(relu, relu_portable, "{context}: portable ReLU epilogue");
     assert_eq!(Tensor::from_parts(g.output_shape(), relu), fast.relu(), "{context}: ReLU epilogue");
+}
+
+/// NaN and −0 go through the AVX2 and portable transforms and epilogues alike, bit for bit, and
+/// the ReLU keeps a NaN as PyTorch's does.
+#[test]
+fn winograd_keeps_nan_and_negative_zero_as_the_portable_path() {
+    let spec = ConvSpec::<2>::new().padding(1);
+    let (xs, ws) = ([1, 32, 12, 12], [16, 32, 3, 3]);
+    let g = spec.geometry(&xs, &ws).unwrap();
+    let mut x = seeded(&xs, 5).data().to_vec();
+    x[100] = f32::NAN;
+    x[2000] = -0.0;
+    // And a whole channel of −0.
+    x[144 * 31..].iter_mut().for_each(|v| *v = -0.0);
+    let w = seeded(&ws, 6);
+    let filters = winograd::Filters::new(w.data(), 16, 32);
+    for epilogue in [fast::Epilogue::Bias, fast::Epilogue::BiasRelu] {
+        let avx = winograd::forward(&g, &x, &filters, None, epilogue, false);
+        let portable = winograd::forward(&g, &x, &filters, None, epilogue, true);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&avx), bits(&portable));
+        assert!(avx.iter().any(|v| v.is_nan()), "the NaN input reaches the outputs around it");
+    }
 }
 
 proptest! {
@@ -384,6 +409,12 @@ fn filters_packed_for_an_input_follow_the_algorithm() {
     let x_small = seeded(&small, 3);
     let y = conv_prepacked(&x_small, &packed, None, &spec, false).unwrap();
     assert_close(&y, &conv_reference(&x_small, &w, None, &spec).unwrap(), 32 * 9, "small input");
+    // An empty batch gives the empty output conv gives.
+    let empty = Tensor::zeros([0, 32, 20, 20]).unwrap();
+    assert_eq!(
+        conv_prepacked(&empty, &packed, None, &spec, false).unwrap(),
+        conv(&empty, &w, None, &spec).unwrap()
+    );
     let strided = ConvSpec::<2>::new().padding(1).stride(2);
     let err = conv_prepacked(&x, &packed, None, &strided, false).unwrap_err().to_string();
     assert!(err.contains("Winograd") && err.contains("PackedFilters::new"), "{err}");

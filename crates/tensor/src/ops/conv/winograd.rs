@@ -57,8 +57,9 @@ thread_local! {
     static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// Whether F(2×2, 3×3) can compute this convolution: 2D, 3×3, stride 1, no dilation, no groups.
-pub(crate) fn supports(g: &ConvGeometry) -> bool {
+/// Whether F(2×2, 3×3) computes convolutions of this shape: 2D, 3×3, stride 1, no dilation, no
+/// groups (whatever the batch and map sizes).
+pub(crate) fn computes(g: &ConvGeometry) -> bool {
     g.kernel == [1, 3, 3]
         && g.input[0] == 1
         && g.pad_begin[0] == 0
@@ -66,14 +67,16 @@ pub(crate) fn supports(g: &ConvGeometry) -> bool {
         && g.stride == [1; 3]
         && g.dilation == [1; 3]
         && g.groups == 1
-        && g.batch > 0
-        && g.in_channels > 0
-        && g.out_channels > 0
-        && g.output_volume() > 0
 }
 
-/// Whether the fast path uses it: supported, and large enough to gain (a function of the
-/// geometry only, never of the thread count, so results do not depend on it).
+/// Whether [`forward`] can run this one: [`computes`], with no empty operand.
+pub(crate) fn supports(g: &ConvGeometry) -> bool {
+    computes(g) && g.batch > 0 && g.in_channels > 0 && g.out_channels > 0 && g.output_volume() > 0
+}
+
+/// Whether the fast path uses it: supported, and large enough to gain. A function of the
+/// geometry only, never of the thread count, so results do not depend on it; they can differ in
+/// the last bits between batch sizes, as the batch enters the choice.
 pub(crate) fn chosen(g: &ConvGeometry) -> bool {
     let tiles = Tiles::new(g);
     supports(g)
