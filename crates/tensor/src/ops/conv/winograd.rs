@@ -159,18 +159,37 @@ impl Tiles {
         (fit / NR * NR).clamp(2 * NR, 8 * NR)
     }
 
-    /// Calls `visit(image, tile row, first tile column, tiles, offset in the block)` for the
-    /// runs of tiles `first..first + count` of the batch that lie in one tile row.
-    fn runs(&self, first: usize, count: usize, mut visit: impl FnMut(usize, usize, usize, usize, usize)) {
+    /// Calls `visit(image, run)` for the runs of tiles `first..first + count` of the batch that
+    /// lie in one tile row, numbered in the block from `first`.
+    fn runs(&self, first: usize, count: usize, mut visit: impl FnMut(usize, Run)) {
         let mut t = first;
         while t < first + count {
             let (image, rest) = (t / self.per_image(), t % self.per_image());
             let (ty, tx) = (rest / self.cols, rest % self.cols);
             let len = (self.cols - tx).min(first + count - t);
-            visit(image, ty, tx, len, t - first);
+            visit(image, Run { ty, tx, len, at: t - first });
             t += len;
         }
     }
+}
+
+/// Tiles `tx..tx + len` of tile row `ty` of one image, which are columns `at..at + len` of the
+/// task's block.
+#[derive(Clone, Copy)]
+struct Run {
+    ty: usize,
+    tx: usize,
+    len: usize,
+    at: usize,
+}
+
+/// A block's products `M_ξ`: `rows` (filters) of `stride` floats per point, the points
+/// [`point_stride`] apart.
+#[derive(Clone, Copy)]
+struct Products<'a> {
+    data: &'a [f32],
+    rows: usize,
+    stride: usize,
 }
 
 /// Writes each plane of `x [N·C, H, W]` padded to the tiles' reach and split into even and odd
@@ -275,7 +294,7 @@ pub(crate) fn forward(
     let len = g.batch * c_out * g.output_volume();
     let mut y: Vec<f32> = Vec::with_capacity(len);
     let out = OutPtr(y.as_mut_ptr());
-    let transforms = Transforms::detect(portable);
+    let transforms = Transforms::detect(portable, epilogue);
     (0..plan.blocks * plan.row_chunks).into_par_iter().for_each(|t| {
         let (first, count, blocks) = plan.task(t);
         let mut scratch = SCRATCH.take();
@@ -283,9 +302,9 @@ pub(crate) fn forward(
             scratch.resize(v_len + m_len, 0.0);
         }
         let (v, m) = scratch.split_at_mut(v_len);
-        tiles.runs(first, count, |image, ty, tx, run, at| {
+        tiles.runs(first, count, |image, run| {
             let planes = &padded[image * c_in * tiles.plane()..][..c_in * tiles.plane()];
-            transforms.input(&tiles, planes, ty, tx, run, v, c_in, stride, at);
+            transforms.input(&tiles, planes, run, v, c_in, stride);
         });
         for (xi, u) in filters.points.iter().enumerate() {
             let v_xi = RowsB { data: &v[xi * point_stride(c_in, stride)..], offsets: &offsets };
@@ -304,13 +323,14 @@ pub(crate) fn forward(
             };
         }
         let filters_of_task = blocks.start * MR..(blocks.end * MR).min(c_out);
-        tiles.runs(first, count, |image, ty, tx, run, at| {
+        let products = Products { data: m, rows: c_out, stride };
+        tiles.runs(first, count, |image, run| {
             for k in filters_of_task.clone() {
                 let b = bias.map_or(0.0, |b| b[k]);
                 let plane = out.at((image * c_out + k) * g.output_volume());
                 // SAFETY: the tiles of this run and the filters of this task are this task's
                 // alone; `output` checks every write against the output map.
-                unsafe { transforms.output(g, m, k, c_out, stride, at, ty, tx, run, b, epilogue, plane) };
+                unsafe { transforms.output(g, products, k, run, b, plane) };
             }
         });
         SCRATCH.set(scratch);
@@ -326,69 +346,51 @@ pub(crate) fn forward(
 #[derive(Clone, Copy)]
 struct Transforms {
     avx2: bool,
+    epilogue: Epilogue,
 }
 
 impl Transforms {
     /// The AVX2 ones where the CPU has them, unless `portable` (for the tests that compare).
-    fn detect(portable: bool) -> Self {
+    fn detect(portable: bool, epilogue: Epilogue) -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            Transforms { avx2: !portable && std::arch::is_x86_feature_detected!("avx2") }
+            Transforms { avx2: !portable && std::arch::is_x86_feature_detected!("avx2"), epilogue }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = portable;
-            Transforms { avx2: false }
+            Transforms { avx2: false, epilogue }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn input(
-        self,
-        tiles: &Tiles,
-        planes: &[f32],
-        ty: usize,
-        tx: usize,
-        run: usize,
-        v: &mut [f32],
-        channels: usize,
-        stride: usize,
-        at: usize,
-    ) {
+    fn input(self, tiles: &Tiles, planes: &[f32], run: Run, v: &mut [f32], channels: usize, stride: usize) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: the CPU has AVX2 (detected).
-            return unsafe { input_avx2(tiles, planes, ty, tx, run, v, channels, stride, at) };
+            return unsafe { input_avx2(tiles, planes, run, v, channels, stride) };
         }
-        input_transform(tiles, planes, ty, tx, run, v, channels, stride, at)
+        input_transform(tiles, planes, run, v, channels, stride)
     }
 
     /// # Safety
-    /// `plane` must point at filter `k`'s output map of one image, writable for the tiles
-    /// `tx..tx + run` of tile row `ty` and written by no one else meanwhile.
-    #[allow(clippy::too_many_arguments)]
+    /// `plane` must point at filter `k`'s output map of one image, writable for the tiles of
+    /// `run` and written by no one else meanwhile.
     unsafe fn output(
         self,
         g: &ConvGeometry,
-        m: &[f32],
+        products: Products<'_>,
         k: usize,
-        c_out: usize,
-        stride: usize,
-        at: usize,
-        ty: usize,
-        tx: usize,
-        run: usize,
+        run: Run,
         bias: f32,
-        epilogue: Epilogue,
         plane: *mut f32,
     ) {
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
             // SAFETY: the CPU has AVX2; the caller's guarantees pass on.
-            return unsafe { output_avx2(g, m, k, c_out, stride, at, ty, tx, run, bias, epilogue, plane) };
+            return unsafe { output_avx2(g, products, k, run, bias, self.epilogue, plane) };
         }
         // SAFETY: the caller's guarantees pass on.
-        unsafe { output_transform(g, m, k, c_out, stride, at, ty, tx, run, bias, epilogue, plane) }
+        unsafe { output_transform(g, products, k, run, bias, self.epilogue, plane) }
     }
 }
 
@@ -403,19 +405,9 @@ fn lane_mask(lanes: usize) -> std::arch::x86_64::__m256i {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn input_avx2(
-    tiles: &Tiles,
-    planes: &[f32],
-    ty: usize,
-    tx: usize,
-    run: usize,
-    v: &mut [f32],
-    channels: usize,
-    stride: usize,
-    at: usize,
-) {
+fn input_avx2(tiles: &Tiles, planes: &[f32], run: Run, v: &mut [f32], channels: usize, stride: usize) {
     use std::arch::x86_64::*;
+    let Run { ty, tx, len: run, at } = run;
     let half = tiles.cols + 1;
     let point = point_stride(channels, stride);
     // Bounds once for the whole run: the last load of a patch row ends at
@@ -491,22 +483,17 @@ fn input_avx2(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn output_avx2(
     g: &ConvGeometry,
-    m: &[f32],
+    products: Products<'_>,
     k: usize,
-    c_out: usize,
-    stride: usize,
-    at_col: usize,
-    ty: usize,
-    tx: usize,
-    run: usize,
+    run: Run,
     bias: f32,
     epilogue: Epilogue,
     plane: *mut f32,
 ) {
     use std::arch::x86_64::*;
+    let (Products { data: m, rows: c_out, stride }, Run { ty, tx, len: run, at: at_col }) = (products, run);
     let [_, oh, ow] = g.output;
     let point = point_stride(c_out, stride);
     // Whole registers are read even for a partial group: past the run's last column lies the
@@ -614,21 +601,11 @@ fn at(m: [Lanes; 4]) -> [Lanes; 2] {
     [add(add(m[0], m[1]), m[2]), sub(sub(m[1], m[2]), m[3])]
 }
 
-/// `V_ξ[c, at..at + run]` for every channel `c` of one image and the tiles `tx..tx + run` of
-/// tile row `ty`: row `ξ·C + c` of `v`, `stride` floats per row.
+/// `V_ξ[c, at..at + len]` for every channel `c` of one image and the tiles of `run`: row
+/// `ξ·C + c` of `v`, `stride` floats per row.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn input_transform(
-    tiles: &Tiles,
-    planes: &[f32],
-    ty: usize,
-    tx: usize,
-    run: usize,
-    v: &mut [f32],
-    channels: usize,
-    stride: usize,
-    at: usize,
-) {
+fn input_transform(tiles: &Tiles, planes: &[f32], run: Run, v: &mut [f32], channels: usize, stride: usize) {
+    let Run { ty, tx, len: run, at } = run;
     let half = tiles.cols + 1;
     for c in 0..channels {
         let plane = &planes[c * tiles.plane()..][..tiles.plane()];
@@ -665,27 +642,22 @@ fn input_transform(
     }
 }
 
-/// Filter `k`'s outputs for the tiles `tx..tx + run` of tile row `ty` (block columns
-/// `at..at + run` of the products), bias and epilogue applied, written into its output map.
+/// Filter `k`'s outputs for the tiles of `run` (block columns `at..at + len` of the products),
+/// bias and epilogue applied, written into its output map.
 ///
 /// # Safety
 /// As [`Transforms::output`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 unsafe fn output_transform(
     g: &ConvGeometry,
-    m: &[f32],
+    products: Products<'_>,
     k: usize,
-    c_out: usize,
-    stride: usize,
-    at_col: usize,
-    ty: usize,
-    tx: usize,
-    run: usize,
+    run: Run,
     bias: f32,
     epilogue: Epilogue,
     plane: *mut f32,
 ) {
+    let (Products { data: m, rows: c_out, stride }, Run { ty, tx, len: run, at: at_col }) = (products, run);
     let [_, oh, ow] = g.output;
     for start in (0..run).step_by(LANES) {
         let lanes = LANES.min(run - start);
