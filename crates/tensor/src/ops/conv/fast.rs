@@ -172,6 +172,16 @@ pub(crate) fn forward_portable(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Opt
     forward_with(g, x, &pack_filters(g, w), bias, Epilogue::Bias, true)
 }
 
+/// Filter blocks (of `MR` rows) per task when `tasks` tasks share `row_blocks` blocks: all of them
+/// when there are enough tasks for the threads; otherwise the filters are split too, as for one
+/// large image, so that every thread has work. Each output element is still computed by the same
+/// sequence of FMAs, so the split does not change the results.
+pub(super) fn filter_blocks_per_task(tasks: usize, row_blocks: usize) -> usize {
+    let wanted = 2 * rayon::current_num_threads();
+    let chunks = if tasks >= wanted { 1 } else { wanted.div_ceil(tasks).min(row_blocks) };
+    row_blocks.div_ceil(chunks)
+}
+
 /// How the tasks split the work: (image, group, tile of positions, range of filter blocks).
 struct Plan {
     positions: usize,
@@ -187,12 +197,7 @@ impl Plan {
         let tile = tile_width(positions);
         let tiles = positions.div_ceil(tile);
         let row_blocks = g.out_per_group().div_ceil(MR);
-        // Few (image, group, tile) tasks, as for one large image: split the filters too, so every
-        // thread has work. Each output element is still computed by the same sequence of FMAs.
-        let base = g.batch * g.groups * tiles;
-        let wanted = 2 * rayon::current_num_threads();
-        let chunks = if base >= wanted { 1 } else { wanted.div_ceil(base).min(row_blocks) };
-        let blocks_per_chunk = row_blocks.div_ceil(chunks);
+        let blocks_per_chunk = filter_blocks_per_task(g.batch * g.groups * tiles, row_blocks);
         Plan {
             positions,
             tile,

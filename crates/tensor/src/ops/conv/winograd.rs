@@ -26,7 +26,7 @@ use std::cell::Cell;
 use rayon::prelude::*;
 
 use super::ConvGeometry;
-use super::fast::{Epilogue, OutPtr};
+use super::fast::{Epilogue, OutPtr, filter_blocks_per_task};
 use crate::gemm::packed::{self, MR, NR, PackedA, RowsB};
 
 /// Points of the 4×4 transform (one GEMM each).
@@ -247,10 +247,7 @@ impl Plan {
         let per_task = Tiles::per_task(g);
         let blocks = total.div_ceil(per_task);
         let row_blocks = g.out_channels.div_ceil(MR);
-        // Each output is still computed by the same operations, however the filters are split.
-        let wanted = 2 * rayon::current_num_threads();
-        let chunks = if blocks >= wanted { 1 } else { wanted.div_ceil(blocks).min(row_blocks) };
-        let blocks_per_chunk = row_blocks.div_ceil(chunks);
+        let blocks_per_chunk = filter_blocks_per_task(blocks, row_blocks);
         Plan {
             tiles: total,
             per_task,
