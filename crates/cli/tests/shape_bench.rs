@@ -199,6 +199,35 @@ fn bench_net_times_inference_and_training_steps_as_json() {
 }
 
 #[test]
+fn bench_net_profile_lists_every_layer_with_its_time() {
+    let common =
+        ["bench", "net", "lenet5", "--threads", "1", "--min-runs", "2", "--min-seconds", "0", "--profile"];
+    let out = stride(&[&common[..], &["--json"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let row: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    let layers = row["layers"].as_array().unwrap();
+    // Every leaf of `stride summary lenet5`, in forward order.
+    let paths: Vec<&str> = layers.iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert_eq!(paths[..4], ["conv1", "relu1", "pool1", "conv2"]);
+    assert_eq!(layers[0]["output"], serde_json::json!([1, 6, 28, 28]));
+    assert_eq!(layers[0]["mult_adds"].as_u64(), Some(6 * 28 * 28 * 25));
+    assert!(layers.iter().all(|l| l["median_ms"].as_f64().unwrap() >= 0.0));
+
+    let out = stride(&[&common[..], &["--top", "2"]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(table.contains("other layers:") && table.contains("sum of the layers' medians:"), "{table}");
+
+    let out = stride(&[&common[..], &["--task", "train"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--profile times the layers of the inference path"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn bench_net_rejects_an_unknown_model_and_a_too_small_input() {
     let out = stride(&["bench", "net", "lenet7", "--min-seconds", "0"]);
     assert_eq!(out.status.code(), Some(1));

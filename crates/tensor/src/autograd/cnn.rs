@@ -59,6 +59,11 @@ impl<const N: usize> Backward for MaxPoolBackward<N> {
 
 /// Max pooling; the gradient goes to each window's maximum.
 pub fn max_pool<const N: usize>(x: &Var, spec: &PoolSpec<N>) -> Result<Var> {
+    // Without a graph to record (inference, or an input that needs no gradient) the indices
+    // would be computed, and allocated, only to be dropped.
+    if !super::is_recording() || !x.requires_grad() {
+        return Ok(Var::constant(pool::max_pool(x.value(), spec)?));
+    }
     let (y, indices) = pool::max_pool_with_indices(x.value(), spec)?;
     Ok(Var::from_op(y, vec![x.clone()], MaxPoolBackward { spec: *spec, indices }))
 }

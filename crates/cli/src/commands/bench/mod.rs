@@ -42,7 +42,11 @@ images; --task train runs training steps (forward, cross-entropy, backward, SGD 
 per call with min–max, images/s and the process's peak resident memory (VmHWM), with --json one
 object per model (name, task, batch, input, classes, threads, median_ms, min_ms, max_ms,
 images_per_second, start_rss_mib, peak_rss_mib): tools/bench_nets.py runs one model per process
-so that the peak is that model's, and puts stride beside PyTorch and ONNX Runtime.";
+so that the peak is that model's, and puts stride beside PyTorch and ONNX Runtime.
+
+With --profile (inference) it then times every leaf layer over --min-runs more calls and lists
+the --top slowest with their share of the call and GFLOP/s (with --json, all of them in forward
+order under \"layers\"): where a network's time goes, before a kernel is chosen to work on.";
 
 /// Measure stride's kernels on real layers (checked against the reference, then timed).
 #[derive(Debug, clap::Args)]
@@ -81,6 +85,14 @@ struct NetArgs {
     /// Print one JSON object per model instead of a table
     #[arg(long)]
     json: bool,
+    /// Then time each layer of the inference path (--min-runs calls) and list the layers that
+    /// take the most time
+    #[arg(long)]
+    profile: bool,
+    /// With --profile, how many layers to list (slowest first; with --json, all of them in
+    /// forward order)
+    #[arg(long, default_value_t = 20)]
+    top: usize,
     #[command(flatten)]
     timing: Timing,
 }
@@ -158,7 +170,7 @@ fn run_net(args: &NetArgs, out: &mut impl Write) -> Result<()> {
             input: input.unwrap_or(info.input),
             classes: args.classes.unwrap_or(info.classes),
         };
-        let m = net::measure(&case, budget)?;
+        let m = net::measure(&case, budget, args.profile)?;
         if args.json {
             writeln!(out, "{}", m.json())?;
         } else {
@@ -175,9 +187,49 @@ fn run_net(args: &NetArgs, out: &mut impl Write) -> Result<()> {
                 m.images_per_second(),
                 m.peak_rss_mib.map_or(String::from("–"), |v| format!("{v:.0}"))
             )?;
+            if let Some(layers) = &m.layers {
+                write_profile(layers, args.top, out)?;
+            }
         }
         out.flush()?;
     }
+    Ok(())
+}
+
+/// The `top` slowest layers of a profile with their share of the summed layer times, then the
+/// rest in one line.
+fn write_profile(layers: &[net::LayerTime], top: usize, out: &mut impl Write) -> Result<()> {
+    let total: f64 = layers.iter().map(|l| l.timings.median()).sum();
+    let mut slowest: Vec<&net::LayerTime> = layers.iter().collect();
+    slowest.sort_by(|a, b| b.timings.median().total_cmp(&a.timings.median()));
+    writeln!(
+        out,
+        "  {:<28} {:<34} {:>16} {:>9} {:>6} {:>8}",
+        "layer", "", "output", "median ms", "%", "GFLOP/s"
+    )?;
+    for l in slowest.iter().take(top) {
+        let gflops = if l.mult_adds > 0 { format!("{:.1}", l.gflops()) } else { String::from("–") };
+        let output = l.output.iter().map(usize::to_string).collect::<Vec<_>>().join("×");
+        let mut describe = l.layer.clone();
+        if describe.chars().count() > 34 {
+            describe = describe.chars().take(33).collect::<String>() + "…";
+        }
+        writeln!(
+            out,
+            "  {:<28} {:<34} {:>16} {:>9.3} {:>6.1} {:>8}",
+            l.path,
+            describe,
+            output,
+            l.timings.median(),
+            100.0 * l.timings.median() / total,
+            gflops
+        )?;
+    }
+    if slowest.len() > top {
+        let rest: f64 = slowest[top..].iter().map(|l| l.timings.median()).sum();
+        writeln!(out, "  {} other layers: {rest:.3} ms ({:.1}%)", slowest.len() - top, 100.0 * rest / total)?;
+    }
+    writeln!(out, "  sum of the layers' medians: {total:.3} ms")?;
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 //! fixed batch so that the figure is the engine's and not the data loader's.
 
 use anyhow::{Context, Result, bail};
-use stride_nn::module::{Mode, named_parameters};
+use std::collections::HashMap;
+use std::time::Instant;
+
+use stride_nn::module::{Mode, Module, named_parameters, summarize};
 use stride_nn::optim::{Optimizer, Sgd};
 use stride_tensor::Tensor;
 use stride_tensor::autograd::{Var, cross_entropy, no_grad};
@@ -51,6 +54,41 @@ pub struct NetMeasurement {
     pub start_rss_mib: Option<f64>,
     /// The process's peak resident memory after the timed runs, MiB.
     pub peak_rss_mib: Option<f64>,
+    /// Where an inference call's time goes, layer by layer (`--profile`).
+    pub layers: Option<Vec<LayerTime>>,
+}
+
+/// One leaf layer's share of an inference call.
+#[derive(Debug, Clone)]
+pub struct LayerTime {
+    /// The torchvision path (`layer1.0.conv1`).
+    pub path: String,
+    /// [`Module::describe`] of the layer.
+    pub layer: String,
+    pub output: Vec<usize>,
+    /// Multiply-adds of the layer at this batch.
+    pub mult_adds: u64,
+    /// From the end of the leaf before it to this leaf's output, per call, milliseconds: the
+    /// layer and whatever its container did in between (the concatenation of an Inception block,
+    /// a residual addition, a flatten or a functional pooling with no path of its own).
+    pub timings: Timings,
+}
+
+impl LayerTime {
+    pub fn gflops(&self) -> f64 {
+        2.0 * self.mult_adds as f64 / (self.timings.median() * 1e6)
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "path": self.path,
+            "layer": self.layer,
+            "output": self.output,
+            "mult_adds": self.mult_adds,
+            "median_ms": (self.timings.median() * 1e4).round() / 1e4,
+            "gflops": (self.gflops() * 10.0).round() / 10.0,
+        })
+    }
 }
 
 impl NetMeasurement {
@@ -74,6 +112,7 @@ impl NetMeasurement {
             "start_rss_mib": self.start_rss_mib.map(|v| round(v, 1)),
             "peak_rss_mib": self.peak_rss_mib.map(|v| round(v, 1)),
             "engine": "stride",
+            "layers": self.layers.as_ref().map(|l| l.iter().map(LayerTime::json).collect::<Vec<_>>()),
         })
     }
 }
@@ -97,8 +136,9 @@ fn seeded_images(shape: [usize; 4]) -> Result<Tensor> {
     })?)
 }
 
-/// Builds the network, checks one call, then times calls within the budget.
-pub fn measure(case: &Case, budget: Budget) -> Result<NetMeasurement> {
+/// Builds the network, checks one call, then times calls within the budget; with `profile`
+/// (inference only) it then times each leaf layer over `budget.min_runs` more calls.
+pub fn measure(case: &Case, budget: Budget, profile: bool) -> Result<NetMeasurement> {
     let info = stride_zoo::find(&case.model)?;
     if case.batch == 0 {
         bail!("--batch must be at least 1");
@@ -113,13 +153,23 @@ pub fn measure(case: &Case, budget: Budget) -> Result<NetMeasurement> {
     net.output_shape(&shape)?;
     let images = Var::constant(seeded_images(shape)?);
     let context = || format!("{} {} at batch {}", case.model, case.task.name(), case.batch);
+    if profile && case.task != Task::Inference {
+        bail!("--profile times the layers of the inference path; drop it or use --task inference");
+    }
+    let mut layers = None;
     let timings = match case.task {
         Task::Inference => {
             net.fold_batch_norm()?;
             let mut run =
                 || no_grad(|| net.forward(&images, Mode::Eval)).map(|y| drop(std::hint::black_box(y)));
             run().with_context(context)?;
-            timed(budget, run)?
+            let timings = timed(budget, run)?;
+            if profile {
+                layers = Some(
+                    profile_layers(net.as_mut(), &images, budget.min_runs.max(1)).with_context(context)?,
+                );
+            }
+            timings
         }
         Task::Train => {
             let labels: Vec<usize> = (0..case.batch).map(|i| i % case.classes.max(1)).collect();
@@ -148,7 +198,37 @@ pub fn measure(case: &Case, budget: Budget) -> Result<NetMeasurement> {
         timings,
         start_rss_mib,
         peak_rss_mib: proc_status_mib("VmHWM"),
+        layers,
     })
+}
+
+/// Times every leaf layer of `runs` inference calls by the clock between one leaf's output and
+/// the next (the tap of [`Module::forward_tapped`]), in forward order.
+fn profile_layers(net: &mut dyn Module, images: &Var, runs: usize) -> Result<Vec<LayerTime>> {
+    let (rows, _) = summarize(net, images.value().dims())?;
+    let mut times: HashMap<String, Vec<f64>> = HashMap::new();
+    for _ in 0..runs {
+        let mut last = Instant::now();
+        let mut tap = |path: &str, _: &Var| {
+            let now = Instant::now();
+            times.entry(path.to_string()).or_default().push((now - last).as_secs_f64() * 1e3);
+            last = now;
+        };
+        no_grad(|| net.forward_tapped("", images, Mode::Eval, &mut tap))?;
+    }
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| {
+            let runs = times.remove(&row.path)?;
+            Some(LayerTime {
+                path: row.path,
+                layer: row.layer,
+                output: row.output,
+                mult_adds: row.mult_adds,
+                timings: Timings { runs },
+            })
+        })
+        .collect())
 }
 
 /// [`time`] for a call that can fail: the first error stops the timing and is returned.

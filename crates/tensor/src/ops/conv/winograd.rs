@@ -28,6 +28,8 @@ use rayon::prelude::*;
 use super::ConvGeometry;
 use super::fast::{Epilogue, OutPtr, filter_blocks_per_task};
 use crate::gemm::packed::{self, MR, NR, PackedA, RowsB};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::lane_mask;
 
 /// Points of the 4×4 transform (one GEMM each).
 const POINTS: usize = 16;
@@ -389,15 +391,6 @@ impl Transforms {
         // SAFETY: the caller's guarantees pass on.
         unsafe { output_transform(g, products, k, run, bias, self.epilogue, plane) }
     }
-}
-
-/// The lanes below `lanes` set, for the masked loads and stores of a run's last tiles.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn lane_mask(lanes: usize) -> std::arch::x86_64::__m256i {
-    use std::arch::x86_64::*;
-    let on = |l: i32| if (l as usize) < lanes { -1 } else { 0 };
-    _mm256_setr_epi32(on(0), on(1), on(2), on(3), on(4), on(5), on(6), on(7))
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -24,21 +24,21 @@ use super::{AdaptiveGeometry, PoolGeometry, adaptive_window};
 
 /// The taps of one output position along one axis that fall inside the input.
 #[derive(Debug, Clone, Copy)]
-struct Taps {
+pub(super) struct Taps {
     /// Input index of the first tap at or after the input's start (PyTorch's starting point for
     /// the max, even when it lies past the input's end and `count` is 0).
-    first: usize,
+    pub(super) first: usize,
     /// The kernel index of that tap: how many taps fell in the leading padding.
     skipped: usize,
     /// How many taps, `dilation` apart from `first`, are inside the input.
-    count: usize,
+    pub(super) count: usize,
     /// Average pooling: the window clipped to the padded input, the divisor's factor under
     /// `count_include_pad`.
     padded: usize,
 }
 
 /// The clipped taps of every output position along lifted axis `axis`.
-fn sliding_taps(g: &PoolGeometry, axis: usize) -> Vec<Taps> {
+pub(super) fn sliding_taps(g: &PoolGeometry, axis: usize) -> Vec<Taps> {
     let (input, kernel, stride) = (g.input[axis], g.kernel[axis], g.stride[axis]);
     let (pad, dilation) = (g.padding[axis], g.dilation[axis]);
     // The geometry guarantees every padded coordinate, and so every value below, fits in isize.
@@ -109,7 +109,23 @@ impl Plan {
     }
 }
 
+/// Max pooling without indices: [`max_plane_2x2`] for LeNet's and VGG's windows, otherwise
+/// [`super::separable`].
 pub(crate) fn max_pool(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
+    if !is_plain_2x2(g) {
+        return super::separable::max_pool(g, x, super::separable::Kernel::detect());
+    }
+    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
+    let mut y = vec![0.0f32; g.planes() * output_volume];
+    y.par_chunks_mut(output_volume)
+        .zip(x.par_chunks(input_volume))
+        .for_each(|(y, x)| max_plane_2x2::<false>(g, x, y, &mut []));
+    y
+}
+
+/// Max pooling without indices by the general sweep, for the windows
+/// [`super::separable::suits`] leaves out.
+pub(super) fn max_pool_general(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
     let plan = Plan::new(g);
     let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
     let mut y = vec![0.0f32; g.planes() * output_volume];
@@ -225,7 +241,13 @@ fn max_plane<const INDICES: bool>(
 /// Offers `src[i·step]` (input index `first + i·step`) to the running maximum of output column
 /// `i`. Plain indexing rather than iterator adaptors, which keep their state in memory here.
 #[inline(always)]
-fn sweep_max<const INDICES: bool>(out: &mut [f32], at: &mut [usize], src: &[f32], step: usize, first: usize) {
+pub(super) fn sweep_max<const INDICES: bool>(
+    out: &mut [f32],
+    at: &mut [usize],
+    src: &[f32],
+    step: usize,
+    first: usize,
+) {
     // PyTorch's rule: `>` keeps the first of equal values, a NaN always takes over (so it
     // propagates, and the last one wins). Written as selects, so that the contiguous value-only
     // loop vectorises; the index select is marked unpredictable (a conditional move), which

@@ -29,6 +29,7 @@
 
 pub(crate) mod fast;
 pub mod reference;
+mod separable;
 #[cfg(test)]
 mod tests;
 

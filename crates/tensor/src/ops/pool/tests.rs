@@ -502,6 +502,8 @@ fn filled(dims: &[usize], seed: u64, values: Values) -> Tensor {
                     0 => f32::NAN,
                     1 => f32::NEG_INFINITY,
                     2 => f32::INFINITY,
+                    // Beside the 0s of `small`: which of two equal zeros is kept shows.
+                    3 => -0.0,
                     _ => small,
                 },
             }
@@ -566,9 +568,38 @@ fn check_max<const N: usize>(case: &Case<N>) {
     assert_bitwise(y2.data(), y1.data());
     assert_eq!(indices2, indices1);
     assert_bitwise(max_pool(&x, &case.spec).unwrap().data(), y1.data());
+    // The value-only kernels: the portable one too (the CPU picks the AVX2 one above), and the
+    // separable passes wherever they accept the geometry (max_pool takes a 2×2 shortcut).
+    let g = case.spec.geometry(PoolKind::Max, x.dims()).unwrap();
+    for kernel in [separable::Kernel::Portable, separable::Kernel::detect()] {
+        assert_bitwise(&separable::max_pool(&g, x.data(), kernel), y1.data());
+    }
     // Only a window without input elements (its maximum is −∞) may point outside the plane.
     let plane = case.input[2..].iter().product::<usize>();
     assert!(indices1.iter().zip(y1.data()).all(|(&i, &v)| v == f32::NEG_INFINITY || i < plane));
+}
+
+/// Rows wide enough for the AVX2 kernel's four-group loop and its overlapped last group (the
+/// random cases stay narrow), at strides 1 to 3 with padding, dilation and ceil mode.
+#[test]
+fn separable_max_pool_matches_the_reference_on_wide_rows() {
+    for (width, kernel, stride, padding, dilation, ceil_mode) in
+        [(77, 3, 1, 1, 1, false), (112, 3, 2, 1, 1, true), (75, 3, 2, 0, 1, true), (70, 5, 3, 2, 2, false)]
+    {
+        for values in [Values::Continuous, Values::Ties, Values::Specials] {
+            let x = filled(&[1, 3, 9, width], width as u64, values);
+            let spec = PoolSpec::<2>::new(kernel)
+                .stride(stride)
+                .padding(padding)
+                .dilation(dilation)
+                .ceil_mode(ceil_mode);
+            let expected = reference::max_pool_with_indices(&x, &spec).unwrap().0;
+            let g = spec.geometry(PoolKind::Max, x.dims()).unwrap();
+            for kernel in [separable::Kernel::Portable, separable::Kernel::detect()] {
+                assert_bitwise(&separable::max_pool(&g, x.data(), kernel), expected.data());
+            }
+        }
+    }
 }
 
 fn check_avg<const N: usize>(case: &Case<N>) {
