@@ -2,6 +2,8 @@
 //!
 //! - [`gemm`]: general strided products through the `gemm` crate (its `x86-v4` feature enables
 //!   AVX-512 kernels, picked at run time with AVX2 and portable fallbacks); used by `matmul`.
+//! - [`rows`]: a few rows times a transposed weight matrix (a fully connected layer at batch 1
+//!   to 4), which is bound by memory: dot products streaming the weights once, unpacked.
 //! - [`packed`]: stride's own register-blocked GEMM for convolution, with the filters packed once
 //!   and the input taps read in place; on convolution shapes it reaches about 96% of a core's FMA
 //!   peak where the crate reaches 55–75% (BENCHMARKS.md).
@@ -9,6 +11,7 @@
 //! A faster kernel, or another device, replaces these two entry points.
 
 pub(crate) mod packed;
+pub(crate) mod rows;
 
 /// A read-only matrix view: element `(r, c)` is at `ptr + r·row_stride + c·col_stride`.
 #[derive(Clone, Copy)]

@@ -20,7 +20,7 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::gemm::{MatRef, Threads, gemm};
+use crate::gemm::{MatRef, Threads, gemm, rows};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
@@ -131,7 +131,10 @@ pub fn matmul_t(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) ->
         let data = &xb[i * p.b_step..][..k * n];
         if transpose_b { MatRef::transposed(data, k) } else { MatRef::row_major(data, n) }
     };
-    if !transpose_a && p.b_step == 0 {
+    if !transpose_a && transpose_b && p.b_step == 0 && batch * m <= rows::MAX_ROWS {
+        // A fully connected layer at a small batch: bound by streaming the weights.
+        rows::product_t(batch * m, n, k, &xa[..batch * m * k], &xb[..n * k], &mut c, rows::Kernel::detect());
+    } else if !transpose_a && p.b_step == 0 {
         // A shared rhs: the batch of row-major lhs matrices is one tall [B·M, K] matrix.
         gemm(
             batch * m,
@@ -357,12 +360,48 @@ mod tests {
             })
     }
 
+    /// A fully connected layer at batch 1–4 (`x [M, K] · Wᵀ`): both dot-product kernels against
+    /// the triple loop, and one thread against two bit for bit.
+    fn check_rows_product(m: usize, n: usize, k: usize, seed: u64) {
+        let value = |i: usize| {
+            let h = (i as u64 ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (h >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let x = Tensor::new([m, k], (0..m * k).map(value).collect()).unwrap();
+        let w = Tensor::new([n, k], (0..n * k).map(|i| value(i + 1_000_003)).collect()).unwrap();
+        let pool = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for kernel in [rows::Kernel::Portable, rows::Kernel::detect()] {
+            let run = |threads| {
+                let mut y = vec![0.0; m * n];
+                pool(threads).install(|| rows::product_t(m, n, k, x.data(), w.data(), &mut y, kernel));
+                y
+            };
+            let one = run(1);
+            assert_eq!(one, run(2), "{kernel:?}: one thread against two");
+            assert_close(&Tensor::new([m, n], one).unwrap(), &x, &w, false, true);
+        }
+        // And through matmul_t, which picks this path for such shapes.
+        assert_close(&matmul_t(&x, &w, false, true).unwrap(), &x, &w, false, true);
+    }
+
+    #[test]
+    fn rows_product_on_a_classifier_layer() {
+        // AlexNet's last layer is 4096 → 1000: whole tasks of 32 rows, and blocks of 4 with none left.
+        check_rows_product(1, 1000, 4096, 7);
+        check_rows_product(3, 37, 203, 8);
+    }
+
     proptest! {
         #[test]
         fn matches_the_triple_loop((a, b, ta, tb) in product_case()) {
             let c = matmul_t(&a, &b, ta, tb).unwrap();
             prop_assert_eq!(c.shape(), &matmul_shape(a.shape(), b.shape(), ta, tb).unwrap());
             assert_close(&c, &a, &b, ta, tb);
+        }
+
+        #[test]
+        fn rows_product_matches_the_triple_loop(m in 0usize..=4, n in 0usize..80, k in 0usize..50, seed in any::<u64>()) {
+            check_rows_product(m, n, k, seed);
         }
     }
 }
