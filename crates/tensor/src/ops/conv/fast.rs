@@ -408,7 +408,12 @@ fn shifted(
     });
 }
 
-/// Stride > 1: the rows of `B` are an im2col tile, written with long contiguous copies.
+/// Output positions (= input positions) up to which a 1×1 convolution reads its input in place
+/// (32×32 maps): ResNet-50's 28², 14² and 7² stages, GoogLeNet's 1×1 layers after its stem.
+const IN_PLACE_PLANE: usize = 1024;
+
+/// Stride > 1, and 1×1 convolutions: the rows of `B` are an im2col tile, written with long
+/// contiguous copies, or the input planes themselves.
 fn strided(
     g: &ConvGeometry,
     x: &[f32],
@@ -422,7 +427,13 @@ fn strided(
     let (cin_g, cout_g) = (g.in_per_group(), g.out_per_group());
     let k_dim = cin_g * g.kernel_volume();
     let plan = Plan::new(g, positions);
-    let stride = packed::b_row_stride(plan.tile);
+    // A 1×1 convolution on small planes reads its input in place: the planes are at most
+    // IN_PLACE_PLANE floats apart, so the rows of B stay within a few hundred pages (the copy
+    // below exists for large planes, whose rows would be a TLB miss each).
+    let in_place = (g.is_pointwise() && positions <= IN_PLACE_PLANE)
+        .then(|| (0..cin_g).map(|r| r * g.input_volume()).collect::<Vec<usize>>());
+    // The tap rows of the copied tile (or, in place, of the last partial strip: `NR` apart).
+    let stride = if in_place.is_some() { NR } else { packed::b_row_stride(plan.tile) };
     let offsets: Vec<usize> = (0..k_dim).map(|r| r * stride).collect();
     (0..plan.tasks(g)).into_par_iter().for_each(|t| {
         let (n, group, p0, len, blocks) = plan.task(g, t);
@@ -438,27 +449,49 @@ fn strided(
                 unsafe { row.add(i).write(b) };
             }
         }
-        let image = &x[(n * g.in_channels + group * cin_g) * g.input_volume()..][..cin_g * g.input_volume()];
+        let image_start = (n * g.in_channels + group * cin_g) * g.input_volume();
         let mut taps = SCRATCH.take();
-        taps.clear();
-        // Zero-filled: the columns past `len` in the last strip are read (and their results
-        // dropped), so they must hold numbers, not stale values.
-        taps.resize(k_dim * stride, 0.0);
-        im2col_tile(g, image, p0, len, &mut taps, stride);
-        let rows_b = RowsB { data: &taps, offsets: &offsets };
-        // SAFETY: rows `rows` × columns p0..p0+len at first_out belong to this task.
-        unsafe {
+        // SAFETY (both calls): rows `rows` × columns p0..p0+len at first_out belong to this task.
+        let gemm = |rows_b: RowsB<'_>, columns: Range<usize>| unsafe {
             packed::gemm_packed(
                 &filters[group],
                 rows_b,
-                len,
-                blocks,
-                out.at(first_out),
+                columns.len(),
+                blocks.clone(),
+                out.at(first_out + columns.start),
                 positions,
                 false,
                 portable,
             )
         };
+        if let Some(plane_offsets) = &in_place {
+            // The input planes are the rows of B. A strip reads NR columns whatever `len` is:
+            // at the very end of `x` the last partial strip would read past it, so its columns
+            // are copied into a strip of their own.
+            let data = &x[image_start + p0..];
+            let reach = (cin_g - 1) * g.input_volume() + packed::b_row_stride(len);
+            let whole = if reach <= data.len() { len } else { len / NR * NR };
+            if whole > 0 {
+                gemm(RowsB { data, offsets: plane_offsets }, 0..whole);
+            }
+            if whole < len {
+                taps.clear();
+                taps.resize(cin_g * NR, 0.0);
+                for (r, strip) in taps.chunks_exact_mut(NR).enumerate() {
+                    strip[..len - whole]
+                        .copy_from_slice(&data[r * g.input_volume() + whole..][..len - whole]);
+                }
+                gemm(RowsB { data: &taps, offsets: &offsets }, whole..len);
+            }
+        } else {
+            let image = &x[image_start..][..cin_g * g.input_volume()];
+            taps.clear();
+            // Zero-filled: the columns past `len` in the last strip are read (and their results
+            // dropped), so they must hold numbers, not stale values.
+            taps.resize(k_dim * stride, 0.0);
+            im2col_tile(g, image, p0, len, &mut taps, stride);
+            gemm(RowsB { data: &taps, offsets: &offsets }, 0..len);
+        }
         if epilogue != Epilogue::Bias {
             for k in rows_again.clone() {
                 let row = out.at(first_out + k * positions);
