@@ -10,6 +10,12 @@
 //! materialising the transpose. `c[.., i, j] = Σ_p a[.., i, p] · b[.., p, j]`, accumulated in f32 by
 //! the GEMM kernels.
 //!
+//! A linear layer's product `x · Wᵀ` takes one of three forms by the number of rows of `x`:
+//! dot products streaming `W` once (at most `gemm::rows::MAX_ROWS` rows: inference at batch
+//! 1–4), `(W · xᵀ)ᵀ` (fewer rows than outputs), or the plain GEMM. Each form's sums do not depend
+//! on the thread count, but they are blocked differently, so the last bits of a row's result can
+//! differ between batch sizes (as in PyTorch).
+//!
 //! ```
 //! use stride_tensor::{Tensor, ops::matmul::matmul_t};
 //! let x = Tensor::new([1, 3], vec![1.0, 2.0, 3.0]).unwrap(); // [batch, in]

@@ -45,8 +45,10 @@ images_per_second, start_rss_mib, peak_rss_mib): tools/bench_nets.py runs one mo
 so that the peak is that model's, and puts stride beside PyTorch and ONNX Runtime.
 
 With --profile (inference) it then times every leaf layer over --min-runs more calls and lists
-the --top slowest with their share of the call and GFLOP/s (with --json, all of them in forward
-order under \"layers\"): where a network's time goes, before a kernel is chosen to work on.";
+the --top slowest with their share of the summed layer times and GFLOP/s (with --json, all of
+them in forward order under \"layers\": path, layer, output, mult_adds, median_ms, gflops). A
+leaf's time runs from the previous leaf's output to its own, so work between leaves (a residual
+addition, an Inception concatenation, a functional pooling) counts for the leaf after it.";
 
 /// Measure stride's kernels on real layers (checked against the reference, then timed).
 #[derive(Debug, clap::Args)]

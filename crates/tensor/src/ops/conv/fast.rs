@@ -430,7 +430,7 @@ fn strided(
     // A 1×1 convolution on small planes reads its input in place: the planes are at most
     // IN_PLACE_PLANE floats apart, so the rows of B stay within a few hundred pages (the copy
     // below exists for large planes, whose rows would be a TLB miss each).
-    let in_place = (g.is_pointwise() && positions <= IN_PLACE_PLANE)
+    let in_place = (g.is_pointwise() && cin_g > 0 && positions <= IN_PLACE_PLANE)
         .then(|| (0..cin_g).map(|r| r * g.input_volume()).collect::<Vec<usize>>());
     // The tap rows of the copied tile (or, in place, of the last partial strip: `NR` apart).
     let stride = if in_place.is_some() { NR } else { packed::b_row_stride(plan.tile) };

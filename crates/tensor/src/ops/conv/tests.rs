@@ -175,6 +175,27 @@ fn empty_batch_and_zero_channels() {
     let b = Tensor::new([3], vec![1.0, 2.0, 3.0]).unwrap();
     let y = conv2d(&seeded(&[1, 0, 5, 5], 1), &seeded(&[3, 0, 3, 3], 2), Some(&b), &ConvSpec::new()).unwrap();
     assert_eq!(y.data()[..9], [1.0; 9]);
+    // 1×1 with no input channels on a map of several tiles (the in-place path must not engage).
+    let y =
+        conv2d(&seeded(&[1, 0, 20, 20], 1), &seeded(&[3, 0, 1, 1], 2), Some(&b), &ConvSpec::new()).unwrap();
+    assert_eq!(y.dims(), &[1, 3, 20, 20]);
+    assert!(y.data()[400..800].iter().all(|&v| v == 2.0));
+}
+
+/// 1×1 layers that read their input in place: several tiles per image whose last one ends in a
+/// partial strip (so the last image's tail is copied), a batch, and groups.
+#[test]
+fn pointwise_in_place_matches_the_reference() {
+    for (batch, groups, cin_g, cout_g, side) in
+        [(1, 1, 5, 7, 21), (2, 1, 3, 13, 17), (3, 2, 4, 6, 19), (1, 3, 2, 5, 32)]
+    {
+        let x = seeded(&[batch, groups * cin_g, side, side], 3);
+        let w = seeded(&[groups * cout_g, cin_g, 1, 1], 4);
+        let spec = ConvSpec::new().groups(groups);
+        let fast = conv2d(&x, &w, None, &spec).unwrap();
+        let expected = conv_reference(&x, &w, None, &spec).unwrap();
+        assert_close(&fast, &expected, cin_g, &format!("{batch}×{groups}×{cin_g}→{cout_g} on {side}²"));
+    }
 }
 
 /// Case for the property tests: a random valid convolution.

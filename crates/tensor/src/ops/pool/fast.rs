@@ -292,57 +292,6 @@ pub(crate) fn scatter_backward(
     dx
 }
 
-/// [`scatter_backward`] for [`is_plain_2x2`] windows (LeNet's and VGG's), when every index lies
-/// in its own window, as the forward's do: each input element then receives the gradient of at
-/// most one window, so `dx` is written once, element by element, instead of zero-filled and then
-/// scattered into (the zero-fill was 2% of a LeNet-5 training step). `0 + dy` as the scatter
-/// computes it, so the results are the same bits (−0 becomes +0 in both). `None` for other
-/// geometries or indices.
-pub(crate) fn max_pool_2x2_backward(g: &PoolGeometry, indices: &[usize], dy: &[f32]) -> Option<Vec<f32>> {
-    let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
-    if !is_plain_2x2(g) || input_volume == 0 || output_volume == 0 {
-        return None;
-    }
-    let [depth, ih, iw] = g.input;
-    let [_, oh, ow] = g.output;
-    let window_top = |o: usize| {
-        let (z, r, c) = (o / (oh * ow), o / ow % oh, o % ow);
-        (z * ih + 2 * r) * iw + 2 * c
-    };
-    let in_window = indices.par_chunks(output_volume).all(|plane| {
-        plane.iter().enumerate().all(|(o, &at)| {
-            let top = window_top(o);
-            at == top || at == top + 1 || at == top + iw || at == top + iw + 1
-        })
-    });
-    if !in_window {
-        return None;
-    }
-    let len = g.planes() * input_volume;
-    let mut dx: Vec<f32> = Vec::with_capacity(len);
-    dx.spare_capacity_mut()[..len]
-        .par_chunks_mut(input_volume)
-        .zip(dy.par_chunks(output_volume).zip(indices.par_chunks(output_volume)))
-        .for_each(|(dx, (dy, indices))| {
-            for (at, slot) in dx.iter_mut().enumerate() {
-                let (z, r, c) = (at / (ih * iw), at / iw % ih, at % iw);
-                let (or, oc) = (r / 2, c / 2);
-                let grad = if or < oh && oc < ow {
-                    let o = (z * oh + or) * ow + oc;
-                    if indices[o] == at { 0.0 + dy[o] } else { 0.0 }
-                } else {
-                    0.0
-                };
-                slot.write(grad);
-            }
-        });
-    debug_assert!(depth * ih * iw == input_volume);
-    // SAFETY: the loop above wrote every one of the `len` elements (each plane's chunk, all of
-    // its elements).
-    unsafe { dx.set_len(len) };
-    Some(dx)
-}
-
 /// Adds `src[i·step]` to the running sum of output column `i`, as [`sweep_max`].
 #[inline(always)]
 fn sweep_sum(out: &mut [f32], src: &[f32], step: usize) {

@@ -613,9 +613,7 @@ pub fn max_pool_backward<const N: usize>(
     spec: &PoolSpec<N>,
 ) -> Result<Tensor> {
     let g = backward_geometry(spec, PoolKind::Max, x.dims(), Some(indices), dy)?;
-    let dx = fast::max_pool_2x2_backward(&g, indices, dy.data()).unwrap_or_else(|| {
-        fast::scatter_backward(g.planes(), g.input_volume(), g.output_volume(), indices, dy.data())
-    });
+    let dx = fast::scatter_backward(g.planes(), g.input_volume(), g.output_volume(), indices, dy.data());
     Ok(Tensor::from_parts(g.input_shape(), dx))
 }
 

@@ -705,29 +705,6 @@ fn check_max_backward<const N: usize>(case: &Case<N>) {
     assert!((total - reached).abs() <= 1e-4 * (1.0 + total.abs()), "{total} vs {reached}");
 }
 
-/// The direct 2×2 backward writes the bits the scatter adds (odd sizes leave a row and a column
-/// outside every window; −0 and NaN gradients included), and indices outside their own window
-/// (possible through the public API) go to the scatter.
-#[test]
-fn plain_2x2_backward_writes_what_the_scatter_adds() {
-    let x = filled(&[2, 3, 7, 9], 11, Values::Ties);
-    let spec = PoolSpec::<2>::new(2).stride(2);
-    let (y, indices) = max_pool_with_indices(&x, &spec).unwrap();
-    let mut dy = filled(y.dims(), 12, Values::Specials);
-    dy.data_mut()[0] = -0.0;
-    let g = spec.geometry(PoolKind::Max, x.dims()).unwrap();
-    let scatter = |indices: &[usize]| {
-        fast::scatter_backward(g.planes(), g.input_volume(), g.output_volume(), indices, dy.data())
-    };
-    let direct = fast::max_pool_2x2_backward(&g, &indices, dy.data()).expect("forward's indices");
-    assert_bitwise(&direct, &scatter(&indices));
-    assert_bitwise(max_pool_backward(&x, &indices, &dy, &spec).unwrap().data(), &direct);
-    let mut elsewhere = indices.clone();
-    elsewhere[5] = 0;
-    assert!(fast::max_pool_2x2_backward(&g, &elsewhere, dy.data()).is_none());
-    assert_bitwise(max_pool_backward(&x, &elsewhere, &dy, &spec).unwrap().data(), &scatter(&elsewhere));
-}
-
 fn check_avg_backward<const N: usize>(case: &Case<N>) {
     let (y_shape, seed) = (case.spec.output_shape(PoolKind::Avg, &case.input).unwrap(), case.seed);
     let dy = filled(y_shape.dims(), seed, Values::Continuous);
