@@ -123,11 +123,10 @@ pub(crate) fn max_pool(g: &PoolGeometry, x: &[f32], kernel: Kernel) -> Vec<f32> 
     if !suits(g) {
         return fast::max_pool_general(g, x);
     }
-    let columns = Columns::new(g);
-    let (depth, height) = (sliding_taps(g, 0), sliding_taps(g, 1));
+    let plan = Plan { g, columns: Columns::new(g), depth: sliding_taps(g, 0), height: sliding_taps(g, 1) };
     let scratch = || Scratch {
-        margined: vec![f32::NEG_INFINITY; columns.len],
-        phases: vec![0.0; if g.stride[2] > 1 { columns.len } else { 0 }],
+        margined: vec![f32::NEG_INFINITY; plan.columns.len],
+        phases: vec![0.0; if g.stride[2] > 1 { plan.columns.len } else { 0 }],
         maxima: vec![0.0; g.input[0] * g.input[1] * g.output[2]],
         rows: Vec::new(),
     };
@@ -137,42 +136,34 @@ pub(crate) fn max_pool(g: &PoolGeometry, x: &[f32], kernel: Kernel) -> Vec<f32> 
             match kernel {
                 // SAFETY: `detect` saw AVX2.
                 #[cfg(target_arch = "x86_64")]
-                Kernel::Avx2 => unsafe { plane_avx2(g, &columns, &depth, &height, x, y, scratch) },
-                Kernel::Portable => plane(g, &columns, &depth, &height, x, y, scratch, kernel),
+                Kernel::Avx2 => unsafe { plane_avx2(&plan, x, y, scratch) },
+                Kernel::Portable => plane(&plan, x, y, scratch, kernel),
             }
         },
     );
     y
 }
 
+/// What every plane of one call shares: the geometry, the width's taps, and the clipped depth
+/// and height taps of each output position.
+struct Plan<'g> {
+    g: &'g PoolGeometry,
+    columns: Columns,
+    depth: Vec<Taps>,
+    height: Vec<Taps>,
+}
+
 /// [`plane`] compiled with AVX2, so that the row kernel and the phase split inline into it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn plane_avx2(
-    g: &PoolGeometry,
-    columns: &Columns,
-    depth: &[Taps],
-    height: &[Taps],
-    x: &[f32],
-    y: &mut [f32],
-    scratch: &mut Scratch,
-) {
-    plane(g, columns, depth, height, x, y, scratch, Kernel::Avx2)
+fn plane_avx2(plan: &Plan<'_>, x: &[f32], y: &mut [f32], scratch: &mut Scratch) {
+    plane(plan, x, y, scratch, Kernel::Avx2)
 }
 
 /// One `(n, c)` plane: the width pass into `scratch.maxima`, then the depth and height pass.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn plane(
-    g: &PoolGeometry,
-    columns: &Columns,
-    depth: &[Taps],
-    height: &[Taps],
-    x: &[f32],
-    y: &mut [f32],
-    scratch: &mut Scratch,
-    kernel: Kernel,
-) {
+fn plane(plan: &Plan<'_>, x: &[f32], y: &mut [f32], scratch: &mut Scratch, kernel: Kernel) {
+    let Plan { g, columns, depth, height } = plan;
     let [_, ih, iw] = g.input;
     let [dd, dh, _] = g.dilation;
     let (ow, sw) = (g.output[2], g.stride[2]);
