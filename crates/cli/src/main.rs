@@ -64,6 +64,12 @@ enum Cli {
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    // A misspelt cap would otherwise be ignored silently, and a benchmark would time the
+    // instruction set its user meant to exclude.
+    if let Err(message) = stride_tensor::simd::max_isa_from_env() {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     let mut out = io::stdout().lock();
     let result = match cli {
         Cli::Conv1d(args) => commands::conv1d::run(&args, &mut out),

@@ -236,3 +236,40 @@ fn bench_net_rejects_an_unknown_model_and_a_too_small_input() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("does not fit"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn stride_max_isa_caps_the_kernels_and_rejects_an_unknown_set() {
+    let layers = write_layers(
+        r#"[{"name":"strips","dims":2,"N":1,"Cin":3,"Cout":7,"input":[9,11],"kernel":[3,3],"stride":[1,1],
+            "padding":[1,1],"dilation":[1,1],"groups":1,"bias":true}]"#,
+    );
+    let path = layers.path().to_str().unwrap();
+    let args =
+        ["bench", "conv", "--layers", path, "--json", "--min-runs", "1", "--min-seconds", "0", "--no-peak"];
+    let run = |isa: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stride"))
+            .args(args)
+            .env("STRIDE_MAX_ISA", isa)
+            .output()
+            .expect("the stride binary runs")
+    };
+    // Every set at or below the CPU's: the benchmark checks each kernel against the reference
+    // and names the set it used.
+    let order = ["portable", "avx2", "avx512"];
+    let rank = |isa: &str| order.iter().position(|&o| o == isa).unwrap();
+    for isa in order {
+        let out = run(isa);
+        assert!(out.status.success(), "{isa}: {}", text(&out.stderr));
+        for line in text(&out.stdout).lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let used = row["isa"].as_str().unwrap();
+            assert!(rank(used) <= rank(isa), "capped at {isa}, used {used}");
+            assert!(row["max_relative_error"].as_f64().unwrap() < 1e-4);
+        }
+    }
+    let out = run("portable");
+    assert!(text(&out.stdout).contains(r#""isa":"portable""#), "{}", text(&out.stdout));
+
+    let out = run("sse9");
+    common::assert_fails_with(&out, "STRIDE_MAX_ISA=\"sse9\" is not an instruction set stride knows");
+}

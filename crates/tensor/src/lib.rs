@@ -9,7 +9,7 @@ pub(crate) mod gemm;
 pub mod geometry;
 pub mod ops;
 pub mod shape;
-mod simd;
+pub mod simd;
 pub mod tensor;
 
 pub use error::{Error, Result};

@@ -115,6 +115,7 @@ impl Measurement {
             // Six decimals: a tiny layer timed on a loaded machine can run below 0.01 GFLOP/s.
             "gflops": round(self.gflops(), 6),
             "engine": "stride",
+            "isa": stride_tensor::simd::isa().name(),
             "max_relative_error": self.max_relative_error,
         });
         if let Some(peak) = peak {

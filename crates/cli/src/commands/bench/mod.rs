@@ -157,6 +157,7 @@ fn run_net(args: &NetArgs, out: &mut impl Write) -> Result<()> {
     let budget = args.timing.budget();
     let input = args.input.as_deref().map(super::summary::parse_volume).transpose()?;
     if !args.json {
+        writeln!(out, "kernels: {}", kernels_line())?;
         writeln!(
             out,
             "{:<14} {:<10} {:>5} {:>10} {:>9} {:>21} {:>9} {:>9}",
@@ -245,6 +246,7 @@ fn run_conv(args: &ConvArgs, out: &mut impl Write) -> Result<()> {
         if let Some((gflops, isa)) = peak {
             writeln!(out, "peak: {gflops:.0} GFLOP/s ({isa} FMA loop, {threads} threads)")?;
         }
+        writeln!(out, "kernels: {}", kernels_line())?;
         writeln!(
             out,
             "{:<32} {:<16} {:>9} {:>21} {:>9} {:>7}",
@@ -319,4 +321,15 @@ pub fn time(budget: Budget, mut f: impl FnMut()) -> Timings {
         runs.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     Timings { runs }
+}
+
+/// Which instruction set the kernels use, and why when it is not the CPU's widest.
+fn kernels_line() -> String {
+    use stride_tensor::simd::{Isa, MAX_ISA_VARIABLE, isa};
+    let (used, widest) = (isa(), Isa::detected());
+    if used == widest {
+        used.name().to_string()
+    } else {
+        format!("{} (capped by {MAX_ISA_VARIABLE}; this CPU runs {})", used.name(), widest.name())
+    }
 }

@@ -112,6 +112,7 @@ impl NetMeasurement {
             "start_rss_mib": self.start_rss_mib.map(|v| round(v, 1)),
             "peak_rss_mib": self.peak_rss_mib.map(|v| round(v, 1)),
             "engine": "stride",
+            "isa": stride_tensor::simd::isa().name(),
             "layers": self.layers.as_ref().map(|l| l.iter().map(LayerTime::json).collect::<Vec<_>>()),
         })
     }

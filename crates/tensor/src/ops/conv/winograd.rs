@@ -353,7 +353,7 @@ impl Transforms {
     fn detect(portable: bool, epilogue: Epilogue) -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            Transforms { avx2: !portable && std::arch::is_x86_feature_detected!("avx2"), epilogue }
+            Transforms { avx2: !portable && crate::simd::isa() >= crate::simd::Isa::Avx2, epilogue }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {

@@ -36,7 +36,7 @@ pub(crate) enum Kernel {
 impl Kernel {
     pub(crate) fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if crate::simd::isa() >= crate::simd::Isa::Avx2 {
             return Kernel::Avx2;
         }
         Kernel::Portable
