@@ -435,6 +435,30 @@ fn strided(
     // The tap rows of the copied tile (or, in place, of the last partial strip: `NR` apart).
     let stride = if in_place.is_some() { NR } else { packed::b_row_stride(plan.tile) };
     let offsets: Vec<usize> = (0..k_dim).map(|r| r * stride).collect();
+    // When the filters are split across tasks (a batch too small to give every thread an image
+    // or tile of its own), each task of a tile would build the same im2col tile: ResNet-50's
+    // stride-2 3×3 layers at batch 1 copied theirs four times. Each is built once instead, in
+    // parallel over its channels, and shared. There are fewer such tiles than twice the
+    // threads, so together they hold at most that many images' im2col matrices.
+    let shared_tiles: Vec<Vec<f32>> = if in_place.is_none() && plan.row_chunks > 1 {
+        (0..g.batch * g.groups * plan.tiles)
+            .map(|i| {
+                let (image, tile) = (i / plan.tiles, i % plan.tiles);
+                let (p0, len) = (tile * plan.tile, plan.tile.min(positions - tile * plan.tile));
+                // `image` counts (image, group) pairs: their channels are consecutive in `x`.
+                let channels = &x[image * cin_g * g.input_volume()..][..cin_g * g.input_volume()];
+                // Zero-filled: the columns past `len` in the last strip are read too.
+                let mut taps = vec![0.0f32; k_dim * stride];
+                let per_chunk = cin_g.div_ceil(4 * rayon::current_num_threads()).max(1);
+                taps.par_chunks_mut(per_chunk * g.kernel_volume() * stride)
+                    .zip(channels.par_chunks(per_chunk * g.input_volume()))
+                    .for_each(|(rows, chunk)| im2col_tile(g, chunk, p0, len, rows, stride));
+                taps
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     (0..plan.tasks(g)).into_par_iter().for_each(|t| {
         let (n, group, p0, len, blocks) = plan.task(g, t);
         let rows = blocks.start * MR..(blocks.end * MR).min(cout_g);
@@ -483,6 +507,9 @@ fn strided(
                 }
                 gemm(RowsB { data: &taps, offsets: &offsets }, whole..len);
             }
+        } else if !shared_tiles.is_empty() {
+            let tile = &shared_tiles[(n * g.groups + group) * plan.tiles + p0 / plan.tile];
+            gemm(RowsB { data: tile, offsets: &offsets }, 0..len);
         } else {
             let image = &x[image_start..][..cin_g * g.input_volume()];
             taps.clear();
