@@ -256,8 +256,31 @@ impl Module for Sequential {
         format!("Sequential(\n{}\n)", inner.join("\n"))
     }
 
+    /// As [`Module::forward_tapped`] with no tap, except that a 2-d batch norm followed by a
+    /// ReLU runs as one operation (the same values and gradients, fewer passes over the
+    /// activations in training); a tap sees the batch norm's own output, so it keeps them apart.
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
-        self.forward_tapped("", x, mode, &mut no_tap)
+        let mut h = x.clone();
+        let mut i = 0;
+        while i < self.layers.len() {
+            let (head, tail) = self.layers.split_at_mut(i + 1);
+            let (name, layer) = &mut head[i];
+            let relu_next = tail.first_mut().is_some_and(|(_, next)| {
+                next.as_any_mut().and_then(|a| a.downcast_ref::<crate::layers::Activation>())
+                    == Some(&crate::layers::Activation::ReLU)
+            });
+            let bn = layer.as_any_mut().and_then(|a| a.downcast_mut::<crate::norm::BatchNorm2d>());
+            h = match bn {
+                Some(bn) if relu_next => {
+                    i += 1;
+                    bn.forward_relu(&h, mode)
+                }
+                _ => layer.forward(&h, mode),
+            }
+            .map_err(|e| e.within(name))?;
+            i += 1;
+        }
+        Ok(h)
     }
 
     fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {

@@ -87,6 +87,51 @@ impl<const N_SPATIAL: usize> BatchNorm<N_SPATIAL> {
         self.folded = true;
         Ok(())
     }
+
+    /// This layer followed by a ReLU, what every batch norm but the last of a residual block
+    /// is. In training one fused operation ([`autograd::batch_norm_relu_train`]: one pass over
+    /// the output, and none for the ReLU's gradient), with the same values and gradients as the
+    /// two in turn; in evaluation the two in turn.
+    pub fn forward_relu(&mut self, x: &Var, mode: Mode) -> Result<Var> {
+        self.forward_maybe_relu(x, mode, true)
+    }
+
+    fn forward_maybe_relu(&mut self, x: &Var, mode: Mode, relu: bool) -> Result<Var> {
+        let op = format!("BatchNorm{N_SPATIAL}d");
+        self.output_shape(x.value().dims())?;
+        if self.folded {
+            return match mode {
+                Mode::Eval => Ok(if relu { autograd::relu(x) } else { x.clone() }),
+                Mode::Train => Err(Error::invalid(
+                    op,
+                    "this batch norm was folded into the convolution before it for inference; \
+                     rebuild the network or reload its weights to train it",
+                )),
+            };
+        }
+        match mode {
+            Mode::Train => {
+                let train = if relu { autograd::batch_norm_relu_train } else { autograd::batch_norm_train };
+                let (y, stats) = train(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)
+                    .map_err(|e| e.within(&op))?;
+                stats.update_running(&mut self.running_mean, &mut self.running_var, self.momentum)?;
+                self.num_batches_tracked = Tensor::scalar(self.num_batches_tracked.item()? + 1.0);
+                Ok(y)
+            }
+            Mode::Eval => {
+                let y = autograd::batch_norm_eval(
+                    x,
+                    self.weight.as_ref(),
+                    self.bias.as_ref(),
+                    &self.running_mean,
+                    &self.running_var,
+                    self.eps,
+                )
+                .map_err(|e| e.within(&op))?;
+                Ok(if relu { autograd::relu(&y) } else { y })
+            }
+        }
+    }
 }
 
 /// The learnable γ and β, counted for summaries.
@@ -106,37 +151,7 @@ impl<const N_SPATIAL: usize> Module for BatchNorm<N_SPATIAL> {
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
-        let op = format!("BatchNorm{N_SPATIAL}d");
-        self.output_shape(x.value().dims())?;
-        if self.folded {
-            return match mode {
-                Mode::Eval => Ok(x.clone()),
-                Mode::Train => Err(Error::invalid(
-                    op,
-                    "this batch norm was folded into the convolution before it for inference; \
-                     rebuild the network or reload its weights to train it",
-                )),
-            };
-        }
-        match mode {
-            Mode::Train => {
-                let (y, stats) =
-                    autograd::batch_norm_train(x, self.weight.as_ref(), self.bias.as_ref(), self.eps)
-                        .map_err(|e| e.within(&op))?;
-                stats.update_running(&mut self.running_mean, &mut self.running_var, self.momentum)?;
-                self.num_batches_tracked = Tensor::scalar(self.num_batches_tracked.item()? + 1.0);
-                Ok(y)
-            }
-            Mode::Eval => autograd::batch_norm_eval(
-                x,
-                self.weight.as_ref(),
-                self.bias.as_ref(),
-                &self.running_mean,
-                &self.running_var,
-                self.eps,
-            )
-            .map_err(|e| e.within(&op)),
-        }
+        self.forward_maybe_relu(x, mode, false)
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {

@@ -217,6 +217,47 @@ impl ResidualBlock {
         }
         Ok(())
     }
+
+    /// The forward, reporting to `tap` if there is one. Untapped, in training, each batch norm
+    /// but the last runs as one operation with the ReLU after it (the same values and gradients,
+    /// fewer passes over the activations); a tap sees the batch norm's own output, so a tapped
+    /// run keeps the two apart.
+    fn run(&mut self, prefix: &str, x: &Var, mode: Mode, tap: Option<&mut Tap<'_>>) -> Result<Var> {
+        let fuse = tap.is_none();
+        let mut silent = no_tap;
+        let tap: &mut Tap<'_> = match tap {
+            Some(tap) => tap,
+            None => &mut silent,
+        };
+        let last = self.main.len() - 1;
+        let mut h = x.clone();
+        for (i, (conv, bn)) in self.main.iter_mut().enumerate() {
+            let (conv_name, bn_name) = (CONV_NAMES[i], BN_NAMES[i]);
+            h = conv
+                .forward_tapped(&join(prefix, conv_name), &h, mode, tap)
+                .map_err(|e| e.within(conv_name))?;
+            // Folded for inference, the convolution applies the ReLU itself.
+            let relu = i < last && !conv.relu_fused();
+            h = if relu && fuse {
+                bn.forward_relu(&h, mode)
+            } else {
+                bn.forward_tapped(&join(prefix, bn_name), &h, mode, tap)
+            }
+            .map_err(|e| e.within(bn_name))?;
+            if relu && !fuse {
+                h = autograd::relu(&h);
+            }
+        }
+        let identity = match &mut self.shortcut {
+            Some((name, shortcut)) => {
+                shortcut.forward_tapped(&join(prefix, name), x, mode, tap).map_err(|e| e.within(name))?
+            }
+            None => x.clone(),
+        };
+        // The residual sum must not broadcast (add_relu refuses to, but this names the block).
+        self.check_agree(h.value().dims(), identity.value().dims())?;
+        autograd::add_relu(&h, &identity)
+    }
 }
 
 impl Module for ResidualBlock {
@@ -248,34 +289,13 @@ impl Module for ResidualBlock {
     }
 
     fn forward(&mut self, x: &Var, mode: Mode) -> Result<Var> {
-        self.forward_tapped("", x, mode, &mut no_tap)
+        self.run("", x, mode, None)
     }
 
     /// Reports the main path's convolutions and batch norms, then the shortcut's leaves; the
     /// ReLUs and the residual sum have no path.
     fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
-        let last = self.main.len() - 1;
-        let mut h = x.clone();
-        for (i, (conv, bn)) in self.main.iter_mut().enumerate() {
-            let (conv_name, bn_name) = (CONV_NAMES[i], BN_NAMES[i]);
-            h = conv
-                .forward_tapped(&join(prefix, conv_name), &h, mode, tap)
-                .map_err(|e| e.within(conv_name))?;
-            h = bn.forward_tapped(&join(prefix, bn_name), &h, mode, tap).map_err(|e| e.within(bn_name))?;
-            // Folded for inference, the convolution applies the ReLU itself.
-            if i < last && !conv.relu_fused() {
-                h = autograd::relu(&h);
-            }
-        }
-        let identity = match &mut self.shortcut {
-            Some((name, shortcut)) => {
-                shortcut.forward_tapped(&join(prefix, name), x, mode, tap).map_err(|e| e.within(name))?
-            }
-            None => x.clone(),
-        };
-        // `add` broadcasts; a residual sum must not.
-        self.check_agree(h.value().dims(), identity.value().dims())?;
-        Ok(autograd::relu(&autograd::add(&h, &identity)?))
+        self.run(prefix, x, mode, Some(tap))
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
@@ -709,6 +729,38 @@ mod tests {
         net.buffers("", &mut buffers);
         let tracked = buffers.iter().find(|(n, _)| n == "layer3.2.bn2.num_batches_tracked").unwrap();
         assert_eq!(tracked.1.item().unwrap(), 1.0);
+    }
+
+    /// The untapped forward fuses each batch norm with the ReLU after it (in the blocks and in
+    /// the stem's Sequential); a tapped one keeps them apart. Both give the same logits, the same
+    /// gradients and the same running statistics, bit for bit.
+    #[test]
+    fn fused_and_separate_batch_norm_relu_train_alike() {
+        let images = uniform([3, 3, 32, 32], -1.0, 1.0, &mut rng(5)).unwrap();
+        let step = |tapped: bool| {
+            let mut net = resnet20(&CIFAR).unwrap();
+            let x = Var::constant(images.clone());
+            let mut seen = 0;
+            let logits = if tapped {
+                net.forward_tapped("", &x, Mode::Train, &mut |_: &str, _: &Var| seen += 1).unwrap()
+            } else {
+                net.forward(&x, Mode::Train).unwrap()
+            };
+            assert_eq!(seen > 0, tapped);
+            cross_entropy(&logits, &[1, 4, 9], 0.0).unwrap().backward().unwrap();
+            let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+            let mut all = vec![bits(logits.value())];
+            all.extend(named_parameters(net.as_mut()).iter().map(|(_, p)| bits(&p.grad().unwrap())));
+            let mut buffers = Vec::new();
+            net.buffers("", &mut buffers);
+            all.extend(buffers.iter().map(|(_, b)| bits(b)));
+            all
+        };
+        let (fused, separate) = (step(false), step(true));
+        assert_eq!(fused.len(), separate.len());
+        for (i, (f, s)) in fused.iter().zip(&separate).enumerate() {
+            assert!(f == s, "tensor {i} of the step differs between the fused and the separate forward");
+        }
     }
 
     /// A Bottleneck with a projection (not exercised by resnet20's forward): the forward's shape

@@ -7,7 +7,7 @@
 
 use super::{Backward, Var};
 use crate::error::Result;
-use crate::ops::batch_norm::{self as kernels, batch_norm_backward};
+use crate::ops::batch_norm::{self as kernels, Affine, batch_norm_backward, batch_norm_relu_backward};
 use crate::tensor::Tensor;
 
 /// The statistics of one training batch, for the running-statistics update.
@@ -40,6 +40,8 @@ struct BatchNormBackward {
     training: bool,
     has_weight: bool,
     has_bias: bool,
+    /// With a fused ReLU ([`batch_norm_relu_train`]): the forward's per-channel map.
+    relu: Option<Affine>,
 }
 
 impl Backward for BatchNormBackward {
@@ -49,8 +51,11 @@ impl Backward for BatchNormBackward {
 
     fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
         let weight = self.has_weight.then(|| inputs[1].value());
-        let grads =
-            batch_norm_backward(inputs[0].value(), grad, weight, &self.mean, &self.inv_std, self.training)?;
+        let (x, mean, inv_std) = (inputs[0].value(), &self.mean, &self.inv_std);
+        let grads = match &self.relu {
+            Some(affine) => batch_norm_relu_backward(x, grad, weight, mean, inv_std, affine)?,
+            None => batch_norm_backward(x, grad, weight, mean, inv_std, self.training)?,
+        };
         let mut out = vec![Some(grads.input)];
         if self.has_weight {
             out.push(Some(grads.weight));
@@ -77,13 +82,41 @@ pub fn batch_norm_train(
     bias: Option<&Var>,
     eps: f32,
 ) -> Result<(Var, BatchStats)> {
-    let out = kernels::batch_norm_train(x.value(), weight.map(Var::value), bias.map(Var::value), eps)?;
+    train(x, weight, bias, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, as one operation: one pass over the output instead
+/// of two, and in the backward no separate pass for the ReLU's gradient. The same values and
+/// gradients as `relu(batch_norm_train(x))`, bit for bit.
+pub fn batch_norm_relu_train(
+    x: &Var,
+    weight: Option<&Var>,
+    bias: Option<&Var>,
+    eps: f32,
+) -> Result<(Var, BatchStats)> {
+    train(x, weight, bias, eps, true)
+}
+
+fn train(
+    x: &Var,
+    weight: Option<&Var>,
+    bias: Option<&Var>,
+    eps: f32,
+    relu: bool,
+) -> Result<(Var, BatchStats)> {
+    let (w, b) = (weight.map(Var::value), bias.map(Var::value));
+    let out = if relu {
+        kernels::batch_norm_relu_train(x.value(), w, b, eps)?
+    } else {
+        kernels::batch_norm_train(x.value(), w, b, eps)?
+    };
     let backward = BatchNormBackward {
         mean: out.mean.clone(),
         inv_std: out.inv_std,
         training: true,
         has_weight: weight.is_some(),
         has_bias: bias.is_some(),
+        relu: relu.then_some(out.affine),
     };
     let y = Var::from_op(out.output, inputs(x, weight, bias), backward);
     Ok((y, BatchStats { mean: out.mean, var: out.unbiased_var }))
@@ -114,6 +147,7 @@ pub fn batch_norm_eval(
         training: false,
         has_weight: weight.is_some(),
         has_bias: bias.is_some(),
+        relu: None,
     };
     Ok(Var::from_op(y, inputs(x, weight, bias), backward))
 }
@@ -146,6 +180,47 @@ mod tests {
             check_gradients(bias_only, &[inputs[0].clone(), inputs[2].clone()], GradCheck::default())
                 .unwrap();
         }
+    }
+
+    /// The fused operation against the two it replaces: the same output and the same gradients
+    /// for x, γ and β, bit for bit, including a channel whose values are NaN (the ReLU keeps
+    /// them and, as ReluBackward, passes them no gradient).
+    #[test]
+    fn batch_norm_relu_is_relu_of_batch_norm_bit_for_bit() {
+        for dims in [&[6, 3][..], &[4, 3, 5][..], &[3, 2, 7, 9][..]] {
+            let c = dims[1];
+            let mut x = seeded(dims, 11, 1.5, 0.3);
+            if dims.len() > 2 {
+                // Channel 1 of image 0 gets a NaN: its whole channel normalises to NaN.
+                x.data_mut()[dims[2..].iter().product::<usize>()] = f32::NAN;
+            }
+            let (gamma, beta) = (seeded(&[c], 12, 0.5, 1.0), seeded(&[c], 13, 1.0, 0.0));
+            let upstream = seeded(dims, 14, 1.0, 0.0);
+            let run = |fused: bool| {
+                let (x, w, b) =
+                    (Var::parameter(x.clone()), Var::parameter(gamma.clone()), Var::parameter(beta.clone()));
+                let y = if fused {
+                    batch_norm_relu_train(&x, Some(&w), Some(&b), 1e-5).unwrap().0
+                } else {
+                    crate::autograd::relu(&batch_norm_train(&x, Some(&w), Some(&b), 1e-5).unwrap().0)
+                };
+                y.backward_with(upstream.clone()).unwrap();
+                let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+                [y.value().clone(), x.grad().unwrap(), w.grad().unwrap(), b.grad().unwrap()].map(|t| bits(&t))
+            };
+            let (fused, separate) = (run(true), run(false));
+            for (what, (f, s)) in ["output", "dx", "dγ", "dβ"].iter().zip(fused.iter().zip(&separate)) {
+                assert_eq!(f, s, "{what} differs for {dims:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn batch_norm_relu_gradients_against_finite_differences() {
+        let inputs =
+            [seeded(&[3, 2, 5], 21, 1.5, 0.5), seeded(&[2], 22, 0.5, 1.0), seeded(&[2], 23, 1.0, 0.2)];
+        let f = |v: &[Var]| batch_norm_relu_train(&v[0], Some(&v[1]), Some(&v[2]), 1e-5).map(|(y, _)| y);
+        check_gradients(f, &inputs, GradCheck::default()).unwrap();
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! summed back to the input's shape.
 
 use super::{Backward, Var};
-use crate::error::Result;
-use crate::ops::elementwise::zip_map;
+use crate::buffer::collect_blocks;
+use crate::error::{Error, Result};
+use crate::ops::elementwise::{CHUNK, zip_map};
 use crate::ops::matmul::matmul_t;
 use crate::ops::reduce::sum_to_shape;
 use crate::tensor::Tensor;
@@ -36,6 +37,57 @@ impl Backward for AddBackward {
 /// `a + b`, broadcasting.
 pub fn add(a: &Var, b: &Var) -> Result<Var> {
     Ok(Var::from_op(a.value().add(b.value())?, vec![a.clone(), b.clone()], AddBackward))
+}
+
+struct AddReluBackward;
+
+impl Backward for AddReluBackward {
+    fn name(&self) -> &'static str {
+        "add_relu"
+    }
+
+    fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
+        let (a, b) = (&inputs[0], &inputs[1]);
+        let (xa, xb, g) = (a.value().data(), b.value().data(), grad.data());
+        // ReluBackward's rule on the sum, recomputed (the same f32 addition as the forward's),
+        // so that the sum need not be kept.
+        let gated = collect_blocks(g.len(), CHUNK, 1, |_, at| {
+            g[at.clone()]
+                .iter()
+                .zip(&xa[at.clone()])
+                .zip(&xb[at])
+                .map(|((&g, &u), &v)| if u + v > 0.0 { g } else { 0.0 })
+        });
+        let gated = Tensor::from_parts(grad.shape().clone(), gated);
+        Ok(match (a.requires_grad(), b.requires_grad()) {
+            (true, true) => vec![Some(gated.clone()), Some(gated)],
+            (true, false) => vec![Some(gated), None],
+            (false, true) => vec![None, Some(gated)],
+            (false, false) => vec![None, None],
+        })
+    }
+}
+
+/// `max(a + b, 0)` for two tensors of one shape (a residual block's end), as one operation: one
+/// pass instead of two, the sum not kept, and in the backward no separate pass for the ReLU.
+/// The same values and gradients as `relu(add(a, b))`, bit for bit.
+pub fn add_relu(a: &Var, b: &Var) -> Result<Var> {
+    if a.value().dims() != b.value().dims() {
+        return Err(Error::shape(
+            "add_relu",
+            format!(
+                "the operands have shapes {} and {}; add_relu does not broadcast",
+                a.value().shape(),
+                b.value().shape()
+            ),
+        ));
+    }
+    let y = zip_map("add_relu", a.value(), b.value(), |u, v| {
+        let sum = u + v;
+        // As `relu`: NaN kept.
+        if sum < 0.0 { 0.0 } else { sum }
+    })?;
+    Ok(Var::from_op(y, vec![a.clone(), b.clone()], AddReluBackward))
 }
 
 struct SubBackward;

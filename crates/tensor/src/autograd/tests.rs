@@ -302,3 +302,29 @@ fn no_grad_records_nothing_and_restores_recording() {
     z.backward().unwrap();
     assert_eq!(w.grad().unwrap().data(), &[2.0, 4.0]);
 }
+
+/// The fused residual end against the two operations it replaces: the same values and
+/// gradients, bit for bit, NaN and exact zeros of the sum included; finite differences away
+/// from the kink; no broadcasting.
+#[test]
+fn add_relu_is_relu_of_add() {
+    let mut a = seeded(&[2, 3, 4, 5], 31);
+    let b = seeded(&[2, 3, 4, 5], 32);
+    a.data_mut()[7] = f32::NAN;
+    a.data_mut()[8] = -b.data()[8];
+    let upstream = seeded(&[2, 3, 4, 5], 33);
+    let run = |fused: bool| {
+        let (u, v) = (Var::parameter(a.clone()), Var::parameter(b.clone()));
+        let y = if fused { add_relu(&u, &v).unwrap() } else { relu(&add(&u, &v).unwrap()) };
+        y.backward_with(upstream.clone()).unwrap();
+        let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<u32>>();
+        [bits(y.value()), bits(&u.grad().unwrap()), bits(&v.grad().unwrap())]
+    };
+    assert_eq!(run(true), run(false));
+
+    let inputs = [away_from_zero(&[2, 3, 4], 34), away_from_zero(&[2, 3, 4], 35).map(|v| v * 0.01)];
+    check_gradients(|v| add_relu(&v[0], &v[1]), &inputs, GradCheck::default()).unwrap();
+
+    let err = add_relu(&Var::constant(seeded(&[2, 3], 1)), &Var::constant(seeded(&[3], 2))).unwrap_err();
+    assert!(err.to_string().contains("shapes [2, 3] and [3]; add_relu does not broadcast"), "{err}");
+}

@@ -58,9 +58,12 @@ impl PackedA {
         let reach = starts.iter().max().map_or(0, |&s| s + k);
         assert!(reach <= a.len(), "PackedA: rows reach {reach} but the buffer holds {}", a.len());
         let mut data = buffer;
-        data.clear();
-        // `pack` writes every element (rows past `m` repeat the last row).
-        data.resize(m.div_ceil(MR) * MR * k, 0.0);
+        // `pack` writes every element (rows past `m` repeat the last row), so what the buffer
+        // holds is kept rather than cleared: only growth is zero-filled. Clearing first zeroed
+        // the whole buffer on every call, 2.5% of a ResNet-20 training step.
+        let len = m.div_ceil(MR) * MR * k;
+        data.truncate(len);
+        data.resize(len, 0.0);
         pack(a, starts, k, &mut data, false);
         PackedA { data, m, k }
     }

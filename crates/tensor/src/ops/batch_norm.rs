@@ -48,6 +48,8 @@ pub struct BatchNormOutput {
     pub inv_std: Tensor,
     /// The unbiased batch variance `σ²·M/(M − 1)` per channel `[C]`, for `running_var`.
     pub unbiased_var: Tensor,
+    /// The map that normalised `x`, for [`batch_norm_relu_backward`].
+    pub affine: Affine,
 }
 
 /// The gradients of batch normalisation with respect to its inputs.
@@ -245,15 +247,25 @@ fn channel_moments(x: &[f32], g: Geometry) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// `y = (x − shift_c)·scale_c + offset_c` element by element, in f64, parallel over planes.
-fn normalise(x: &Tensor, g: Geometry, per_channel: &[(f64, f64, f64)]) -> Tensor {
+/// `y = (x − shift_c)·scale_c + offset_c` element by element, in f64, parallel over planes;
+/// then `max(y, 0)` (NaN kept) with `relu`.
+fn normalise(x: &Tensor, g: Geometry, per_channel: &[(f64, f64, f64)], relu: bool) -> Tensor {
     let xs = x.data();
     let y = collect_blocks(x.numel(), g.plane, MIN_TASK_ELEMENTS.div_ceil(g.plane.max(1)), |nc, at| {
         let (shift, scale, offset) = per_channel[nc % g.channels];
-        xs[at].iter().map(move |&v| ((v as f64 - shift) * scale + offset) as f32)
+        xs[at].iter().map(move |&v| {
+            let y = ((v as f64 - shift) * scale + offset) as f32;
+            if relu && y < 0.0 { 0.0 } else { y }
+        })
     });
     Tensor::from_parts(x.shape().clone(), y)
 }
+
+/// The per-channel map `x ↦ (x − shift)·scale + offset` a forward applied, in f64, kept by
+/// [`batch_norm_relu_train`] so that its backward can recompute each normalised value, and so
+/// the ReLU's gate, exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Affine(Vec<(f64, f64, f64)>);
 
 fn channel_tensor(values: impl Iterator<Item = f64>) -> Tensor {
     let data: Vec<f32> = values.map(|v| v as f32).collect();
@@ -267,6 +279,27 @@ pub fn batch_norm_train(
     bias: Option<&Tensor>,
     eps: f32,
 ) -> Result<BatchNormOutput> {
+    train(x, weight, bias, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, in one pass over the output: `max(y, 0)`, NaN kept.
+/// Its gradient is [`batch_norm_relu_backward`].
+pub fn batch_norm_relu_train(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+) -> Result<BatchNormOutput> {
+    train(x, weight, bias, eps, true)
+}
+
+fn train(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f32,
+    relu: bool,
+) -> Result<BatchNormOutput> {
     let g = check_train(x, weight, bias, eps)?;
     let moments = channel_moments(x.data(), g);
     let per_channel: Vec<(f64, f64, f64)> = moments
@@ -276,10 +309,11 @@ pub fn batch_norm_train(
         .collect();
     let count = g.per_channel() as f64;
     Ok(BatchNormOutput {
-        output: normalise(x, g, &per_channel),
+        output: normalise(x, g, &per_channel, relu),
         mean: channel_tensor(moments.iter().map(|m| m.0)),
         inv_std: channel_tensor(moments.iter().map(|m| inv_std(m.1, eps))),
         unbiased_var: channel_tensor(moments.iter().map(|m| m.1 * count / (count - 1.0))),
+        affine: Affine(per_channel),
     })
 }
 
@@ -299,7 +333,7 @@ pub fn batch_norm_eval(
             (running_mean.data()[c] as f64, scale, value_or(bias, c, 0.0))
         })
         .collect();
-    Ok(normalise(x, g, &per_channel))
+    Ok(normalise(x, g, &per_channel, false))
 }
 
 /// The gradients of [`batch_norm_train`] (`training`) or [`batch_norm_eval`] (not), given `dy`,
@@ -314,18 +348,77 @@ pub fn batch_norm_backward(
     training: bool,
 ) -> Result<BatchNormGrads> {
     let g = check_backward(x, dy, weight, mean, inv_std)?;
+    Ok(backward(x, dy, weight, mean, inv_std, training, None, g))
+}
+
+/// The gradients of [`batch_norm_relu_train`], given `dy`, the gradient with respect to its
+/// (rectified) output, and what the forward returned: `mean`, `inv_std` and `affine`. Where the
+/// normalised value was not positive the ReLU passed no gradient; that value is recomputed from
+/// `x` through `affine`, exactly as the forward computed it, so no mask needs to be stored.
+pub fn batch_norm_relu_backward(
+    x: &Tensor,
+    dy: &Tensor,
+    weight: Option<&Tensor>,
+    mean: &Tensor,
+    inv_std: &Tensor,
+    affine: &Affine,
+) -> Result<BatchNormGrads> {
+    let g = check_backward(x, dy, weight, mean, inv_std)?;
+    if affine.0.len() != g.channels {
+        return Err(Error::shape(
+            BACKWARD_OP,
+            format!(
+                "the forward's affine map has {} channels but the input {} has {}",
+                affine.0.len(),
+                x.shape(),
+                g.channels
+            ),
+        ));
+    }
+    Ok(backward(x, dy, weight, mean, inv_std, true, Some(&affine.0), g))
+}
+
+/// The backward's two passes. With `relu_gate`, the per-channel affine map of the forward: `dy`
+/// counts only where it gives a positive value.
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    x: &Tensor,
+    dy: &Tensor,
+    weight: Option<&Tensor>,
+    mean: &Tensor,
+    inv_std: &Tensor,
+    training: bool,
+    relu_gate: Option<&[(f64, f64, f64)]>,
+    g: Geometry,
+) -> BatchNormGrads {
     let (xs, dys) = (x.data(), dy.data());
     let (means, inv_stds) = (mean.data(), inv_std.data());
+    // The gradient reaching the normalisation: `dy`, or zero where the fused ReLU was closed.
+    let gated = move |c: usize| {
+        let gate = relu_gate.map(|gate| gate[c]);
+        move |v: f32, d: f32| match gate {
+            // As ReluBackward: the gradient passes where the ReLU's input was > 0 (not NaN).
+            Some((shift, scale, offset)) => {
+                if ((v as f64 - shift) * scale + offset) as f32 > 0.0 {
+                    d
+                } else {
+                    0.0
+                }
+            }
+            None => d,
+        }
+    };
     // Σ dy and Σ dy·x̂ per channel, each channel by one task in the order of `planes`.
     let sums: Vec<(f64, f64)> = (0..g.channels)
         .into_par_iter()
         .map(|c| {
             let (mu, r) = (means[c] as f64, inv_stds[c] as f64);
+            let gate = gated(c);
             let (mut sum, mut dot) = ([0.0; LANES], [0.0; LANES]);
             for at in g.planes(c) {
                 let (x, dy) = (&xs[at.clone()], &dys[at]);
-                add_lanes(&mut sum, dy, dy, |d, _| d as f64);
-                add_lanes(&mut dot, x, dy, |v, d| d as f64 * (v as f64 - mu) * r);
+                add_lanes(&mut sum, x, dy, |v, d| gate(v, d) as f64);
+                add_lanes(&mut dot, x, dy, |v, d| gate(v, d) as f64 * (v as f64 - mu) * r);
             }
             (total(sum), total(dot))
         })
@@ -336,7 +429,9 @@ pub fn batch_norm_backward(
         let (mu, r) = (means[c] as f64, inv_stds[c] as f64);
         let scale = value_or(weight, c, 1.0) * r;
         let (sum, dot) = sums[c];
+        let gate = gated(c);
         xs[at.clone()].iter().zip(&dys[at]).map(move |(&v, &d)| {
+            let d = gate(v, d);
             if training {
                 let x_hat = (v as f64 - mu) * r;
                 (scale / count * (count * d as f64 - sum - x_hat * dot)) as f32
@@ -345,11 +440,11 @@ pub fn batch_norm_backward(
             }
         })
     });
-    Ok(BatchNormGrads {
+    BatchNormGrads {
         input: Tensor::from_parts(x.shape().clone(), dx),
         weight: channel_tensor(sums.iter().map(|s| s.1)),
         bias: channel_tensor(sums.iter().map(|s| s.0)),
-    })
+    }
 }
 
 /// PyTorch's running-statistics update, in place:
@@ -399,7 +494,8 @@ pub fn batch_norm_train_reference(
     let at = |n: usize, c: usize, s: usize| (n * g.channels + c) * g.plane + s;
     let count = g.per_channel() as f64;
     let mut y = vec![0.0f32; x.numel()];
-    let (mut means, mut inv_stds, mut unbiased) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut means, mut inv_stds, mut unbiased, mut affine) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for c in 0..g.channels {
         let mut sum = 0.0;
         for n in 0..g.batch {
@@ -425,12 +521,14 @@ pub fn batch_norm_train_reference(
         means.push(mean);
         inv_stds.push(r);
         unbiased.push(var * count / (count - 1.0));
+        affine.push((mean, r * value_or(weight, c, 1.0), value_or(bias, c, 0.0)));
     }
     Ok(BatchNormOutput {
         output: Tensor::from_parts(x.shape().clone(), y),
         mean: channel_tensor(means.into_iter()),
         inv_std: channel_tensor(inv_stds.into_iter()),
         unbiased_var: channel_tensor(unbiased.into_iter()),
+        affine: Affine(affine),
     })
 }
 
