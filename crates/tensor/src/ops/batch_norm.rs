@@ -378,6 +378,57 @@ pub fn batch_norm_relu_backward(
     Ok(backward(x, dy, weight, mean, inv_std, true, Some(&affine.0), g))
 }
 
+/// Where a fused ReLU passes the gradient, as bounds on the batch norm's input: the ReLU passes
+/// it where `((x − shift)·scale + offset) as f32 > 0`, and that value is a monotone function of
+/// `x` (each step, the f64 widening, the rounded subtraction, multiplication and addition, the
+/// rounding to f32, is monotone), so the `x` where it passes lie on one side of a threshold,
+/// found once per channel by bisection over the f32 values. The gradient passes where
+/// `low ≤ x ≤ high`: two comparisons instead of the map, and a NaN `x` fails them as its NaN
+/// output fails `> 0`.
+fn relu_bounds(map: (f64, f64, f64)) -> (f32, f32) {
+    let (shift, scale, offset) = map;
+    let opens = |v: f32| ((v as f64 - shift) * scale + offset) as f32 > 0.0;
+    const CLOSED: (f32, f32) = (f32::INFINITY, f32::NEG_INFINITY);
+    // The f32 values in order, as integers: the sign-magnitude bits made two's complement (in
+    // i64, so that differences of keys cannot overflow).
+    let key = |v: f32| {
+        let bits = v.to_bits() as i32;
+        (bits ^ (((bits >> 31) as u32) >> 1) as i32) as i64
+    };
+    let value = |k: i64| {
+        let k = k as i32;
+        f32::from_bits((k ^ (((k >> 31) as u32) >> 1) as i32) as u32)
+    };
+    let (low, high) = (key(f32::NEG_INFINITY), key(f32::INFINITY));
+    if scale > 0.0 {
+        if !opens(f32::INFINITY) {
+            return CLOSED;
+        }
+        // The smallest value that opens: `opens` is false below it, true from it on.
+        let (mut below, mut at) = (low - 1, high);
+        while at - below > 1 {
+            let mid = below + (at - below) / 2;
+            if opens(value(mid)) { at = mid } else { below = mid }
+        }
+        (value(at), f32::INFINITY)
+    } else if scale < 0.0 {
+        if !opens(f32::NEG_INFINITY) {
+            return CLOSED;
+        }
+        let (mut at, mut above) = (low, high + 1);
+        while above - at > 1 {
+            let mid = at + (above - at) / 2;
+            if opens(value(mid)) { at = mid } else { above = mid }
+        }
+        (f32::NEG_INFINITY, value(at))
+    } else if opens(0.0) {
+        // A zero scale (γ = 0): every finite x gives `offset`; an infinite one NaN.
+        (-f32::MAX, f32::MAX)
+    } else {
+        CLOSED
+    }
+}
+
 /// The backward's two passes. With `relu_gate`, the per-channel affine map of the forward: `dy`
 /// counts only where it gives a positive value.
 #[allow(clippy::too_many_arguments)]
@@ -391,23 +442,33 @@ fn backward(
     relu_gate: Option<&[(f64, f64, f64)]>,
     g: Geometry,
 ) -> BatchNormGrads {
+    match relu_gate {
+        None => passes(x, dy, weight, mean, inv_std, training, g, |_| |_, d| d),
+        Some(affine) => {
+            let bounds: Vec<(f32, f32)> = affine.iter().map(|&map| relu_bounds(map)).collect();
+            passes(x, dy, weight, mean, inv_std, training, g, |c| {
+                let (low, high) = bounds[c];
+                move |v: f32, d: f32| if v >= low && v <= high { d } else { 0.0 }
+            })
+        }
+    }
+}
+
+/// The two passes, with `gated(c)` giving channel `c`'s gradient reaching the normalisation
+/// from `(x, dy)`: generic, so that the plain backward carries no gate at all.
+#[allow(clippy::too_many_arguments)]
+fn passes<G: Fn(f32, f32) -> f32>(
+    x: &Tensor,
+    dy: &Tensor,
+    weight: Option<&Tensor>,
+    mean: &Tensor,
+    inv_std: &Tensor,
+    training: bool,
+    g: Geometry,
+    gated: impl Fn(usize) -> G + Sync,
+) -> BatchNormGrads {
     let (xs, dys) = (x.data(), dy.data());
     let (means, inv_stds) = (mean.data(), inv_std.data());
-    // The gradient reaching the normalisation: `dy`, or zero where the fused ReLU was closed.
-    let gated = move |c: usize| {
-        let gate = relu_gate.map(|gate| gate[c]);
-        move |v: f32, d: f32| match gate {
-            // As ReluBackward: the gradient passes where the ReLU's input was > 0 (not NaN).
-            Some((shift, scale, offset)) => {
-                if ((v as f64 - shift) * scale + offset) as f32 > 0.0 {
-                    d
-                } else {
-                    0.0
-                }
-            }
-            None => d,
-        }
-    };
     // Σ dy and Σ dy·x̂ per channel, each channel by one task in the order of `planes`.
     let sums: Vec<(f64, f64)> = (0..g.channels)
         .into_par_iter()
@@ -624,6 +685,41 @@ mod tests {
 
     fn channels(values: &[f32]) -> Tensor {
         Tensor::new([values.len()], values.to_vec()).unwrap()
+    }
+
+    /// The fused ReLU's bounds against the map they stand for, at and around each bound
+    /// and at the special values, for maps of either sign, zero and NaN scale.
+    #[test]
+    fn relu_gate_thresholds_agree_with_the_map() {
+        let maps = [
+            (0.3, 1.7, 0.25),
+            (-2.0, 0.01, -0.5),
+            (1e6, 3.0, 1e-3),
+            (0.1, -2.5, 0.7),
+            (0.0, -1e-3, -1.0),
+            (0.5, 0.0, 0.2),
+            (0.5, 0.0, -0.2),
+            (0.0, f64::NAN, 1.0),
+            (0.0, 1.0, -f64::INFINITY),
+        ];
+        let specials =
+            [0.0, -0.0, 1.0, -1.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, f32::MIN_POSITIVE, 1e30];
+        for map in maps {
+            let (low, high) = relu_bounds(map);
+            let passes = |v: f32| v >= low && v <= high;
+            let opens = |v: f32| ((v as f64 - map.0) * map.1 + map.2) as f32 > 0.0;
+            let mut probes: Vec<f32> = specials.to_vec();
+            // Each finite bound and its neighbours in f32 order.
+            for bound in [low, high].into_iter().filter(|b| b.is_finite()) {
+                for step in -3i32..=3 {
+                    probes.push(f32::from_bits((bound.to_bits() as i32 + step) as u32));
+                }
+            }
+            probes.extend((0..2000).map(|i| (i as f32 - 1000.0) * 0.0137 + map.0 as f32));
+            for v in probes {
+                assert_eq!(passes(v), opens(v), "{map:?} (bounds {low:e}..={high:e}) at {v:e}");
+            }
+        }
     }
 
     /// Worked by hand: channel 0 holds 1, 3 (mean 2, biased variance 1, unbiased 2), channel 1
