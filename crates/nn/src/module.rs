@@ -95,8 +95,10 @@ pub trait Module: Send {
     /// under its path (`prefix` + the torchvision path within this module: `layer1.0.conv1`,
     /// `features.3`), in forward order, the same paths [`Module::summarize`] lists. A leaf layer
     /// keeps this default, which reports its own output under `prefix`; a container overrides it
-    /// to run each child's `forward_tapped` with the child's path, and its `forward` is this with
-    /// a tap that does nothing, so the two cannot drift apart.
+    /// to run each child's `forward_tapped` with the child's path. Its `forward` is this with a
+    /// tap that does nothing, except where it fuses layers whose intermediate output a tap would
+    /// see (`Sequential` and the residual blocks run a batch norm and the ReLU after it as one
+    /// operation): the values are the same either way, which the zoo's tests check bit for bit.
     fn forward_tapped(&mut self, prefix: &str, x: &Var, mode: Mode, tap: &mut Tap<'_>) -> Result<Var> {
         let y = self.forward(x, mode)?;
         tap(prefix, &y);

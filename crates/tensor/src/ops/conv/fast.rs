@@ -451,7 +451,9 @@ fn strided(
                 let mut taps = vec![0.0f32; k_dim * stride];
                 let per_chunk = cin_g.div_ceil(4 * rayon::current_num_threads()).max(1);
                 taps.par_chunks_mut(per_chunk * g.kernel_volume() * stride)
-                    .zip(channels.par_chunks(per_chunk * g.input_volume()))
+                    // An empty plane (a zero-size axis padded to an output) gives no chunks: the
+                    // tile stays zero, as every tap reads padding.
+                    .zip(channels.par_chunks((per_chunk * g.input_volume()).max(1)))
                     .for_each(|(rows, chunk)| im2col_tile(g, chunk, p0, len, rows, stride));
                 taps
             })

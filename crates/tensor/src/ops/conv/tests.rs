@@ -180,6 +180,13 @@ fn empty_batch_and_zero_channels() {
         conv2d(&seeded(&[1, 0, 20, 20], 1), &seeded(&[3, 0, 1, 1], 2), Some(&b), &ConvSpec::new()).unwrap();
     assert_eq!(y.dims(), &[1, 3, 20, 20]);
     assert!(y.data()[400..800].iter().all(|&v| v == 2.0));
+    // A zero-width input padded to a one-column output, strided, with enough filters to split
+    // them across tasks (the shared im2col tile of an empty plane): every tap reads padding.
+    let b8 = Tensor::new([8], (0..8).map(|k| k as f32).collect()).unwrap();
+    let spec = ConvSpec::new().stride([2, 2]).padding([1, 1]);
+    let y = conv2d(&seeded(&[1, 1, 0, 4], 1), &seeded(&[8, 1, 1, 1], 2), Some(&b8), &spec).unwrap();
+    assert_eq!(y.dims(), &[1, 8, 1, 3]);
+    assert!(y.data().chunks(3).enumerate().all(|(k, plane)| plane.iter().all(|&v| v == k as f32)));
 }
 
 /// 1×1 layers that read their input in place: several tiles per image whose last one ends in a
