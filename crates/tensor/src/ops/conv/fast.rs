@@ -6,7 +6,9 @@
 //! once per call (`crate::gemm::packed`); the taps are never materialised as a full im2col
 //! matrix:
 //! - stride 1 (most layers): the taps are the zero-padded image read at one offset per tap
-//!   ([`shifted`]);
+//!   ([`shifted`]). When the batch keeps every thread busy, each task pads its own image into a
+//!   buffer that stays in cache, and where output rows are whole strips the GEMM writes them
+//!   straight into the output ([`shifted_by_image`]);
 //! - larger strides, and 1×1: an im2col tile per task, written with contiguous copies
 //!   ([`strided`]).
 //!
@@ -323,6 +325,40 @@ impl<'g> Padded<'g> {
         // The planes after the input's last (`pad_end` in depth) are the block's zero rest.
     }
 
+    /// Writes the whole padded channel of `src [D, H, W]` into `dst [Dp, Hp, Wp]`, border
+    /// zeros included (`dst` may hold anything before).
+    fn pad_channel(&self, src: &[f32], dst: &mut [f32]) {
+        let [id, ih, iw] = self.g.input;
+        let [pd, ph, pw] = self.g.pad_begin;
+        let [_, hp, wp] = self.dims;
+        let plane = hp * wp;
+        dst[..pd * plane].fill(0.0);
+        for (z, dst_plane) in dst[pd * plane..].chunks_exact_mut(plane).enumerate() {
+            if z >= id {
+                dst_plane.fill(0.0);
+                continue;
+            }
+            dst_plane[..ph * wp].fill(0.0);
+            for (r, dst_row) in dst_plane[ph * wp..].chunks_exact_mut(wp).enumerate() {
+                if r >= ih {
+                    dst_row.fill(0.0);
+                    continue;
+                }
+                dst_row[..pw].fill(0.0);
+                dst_row[pw..pw + iw].copy_from_slice(&src[(z * ih + r) * iw..][..iw]);
+                dst_row[pw + iw..].fill(0.0);
+            }
+        }
+    }
+
+    /// Whether [`shifted`] pads each image inside its task: the batch alone gives every thread
+    /// several tasks, and an image's padded channels fit in L2. Either way every output is the
+    /// same sum, so the choice (which depends on the thread count) does not change the results.
+    fn by_image(&self) -> bool {
+        self.g.batch * self.g.groups >= 4 * rayon::current_num_threads()
+            && self.g.in_per_group() * self.volume <= LOCAL_PADDED_FLOATS
+    }
+
     /// Whether padded position `p` is a real output position (and not one past a row's end).
     fn is_output(&self, p: usize) -> bool {
         let [_, hp, wp] = self.dims;
@@ -346,11 +382,15 @@ fn shifted(
     portable: bool,
 ) {
     let padding = Padded::new(g);
-    let (hp, wp, volume) = (padding.dims[1], padding.dims[2], padding.volume);
-    let [_, oh, ow] = g.output;
-    let positions = padding.positions;
+    let offsets = padding.tap_offsets(g.in_per_group());
+    let product =
+        TileProduct { g, padding: &padding, filters, offsets: &offsets, bias, epilogue, out, portable };
+    if padding.by_image() {
+        shifted_by_image(&product, x);
+        return;
+    }
+    let volume = padding.volume;
     let cin_g = g.in_per_group();
-    let cout_g = g.out_per_group();
 
     // The last strip of the last channel may read up to NR floats past the volume (zeros: the
     // block past the last plane is left unwritten).
@@ -360,15 +400,51 @@ fn shifted(
             padding.write_channel(&x[plane * g.input_volume()..][..g.input_volume()], writer);
         }
     });
-    let offsets = padding.tap_offsets(cin_g);
 
-    let plan = Plan::new(g, positions);
-    let output_volume = g.output_volume();
+    let plan = Plan::new(g, padding.positions);
     (0..plan.tasks(g)).into_par_iter().for_each(|t| {
         let (n, group, p0, len, blocks) = plan.task(g, t);
+        let image = &padded[(n * g.in_channels + group * cin_g) * volume..];
+        product.tile(image, n, group, p0, len, blocks);
+    });
+}
+
+/// Padded floats per image and group up to which [`shifted`] pads each image inside its own task
+/// (when the batch alone keeps the threads busy): the padded image then stays in L2 for the
+/// GEMMs that read it, where the whole batch padded up front (ResNet-20's first stage at batch
+/// 128: 9.5 MB) went out to memory and came back.
+const LOCAL_PADDED_FLOATS: usize = 512 * 1024;
+
+thread_local! {
+    /// Each worker's padded image for [`shifted_by_image`], kept between tasks and calls.
+    static PADDED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// One stride-1 product over a padded image: the operands [`shifted`]'s tasks share.
+struct TileProduct<'a> {
+    g: &'a ConvGeometry,
+    padding: &'a Padded<'a>,
+    filters: &'a [PackedA],
+    offsets: &'a [usize],
+    bias: Option<&'a [f32]>,
+    epilogue: Epilogue,
+    out: OutPtr,
+    portable: bool,
+}
+
+impl TileProduct<'_> {
+    /// Output positions `p0..p0 + len` (padded numbering) of image `n`, group `group`, filter
+    /// blocks `blocks`, from `image` (the group's padded channels, at least `NR` floats past the
+    /// last position any tap reads): the GEMM into a scratch tile, then the real positions copied
+    /// out with the bias and epilogue.
+    fn tile(&self, image: &[f32], n: usize, group: usize, p0: usize, len: usize, blocks: Range<usize>) {
+        let g = self.g;
+        let [_, hp, wp] = self.padding.dims;
+        let [_, oh, ow] = g.output;
+        let cout_g = g.out_per_group();
+        let output_volume = g.output_volume();
         let rows = blocks.start * MR..(blocks.end * MR).min(cout_g);
-        let base = (n * g.in_channels + group * cin_g) * volume + p0;
-        let taps = RowsB { data: &padded[base..], offsets: &offsets };
+        let taps = RowsB { data: &image[p0..], offsets: self.offsets };
         let stride = packed::b_row_stride(len);
         // Overwritten by the GEMM, so only grown, never cleared: whatever an earlier task left
         // in it is replaced before it is read.
@@ -376,9 +452,10 @@ fn shifted(
         if tile.len() < cout_g * stride {
             tile.resize(cout_g * stride, 0.0);
         }
+        let filters = &self.filters[group];
         // SAFETY: `tile` is this task's own buffer of (at least) cout_g rows of `stride` floats.
         unsafe {
-            packed::gemm_packed(&filters[group], taps, len, blocks, tile.as_mut_ptr(), stride, true, portable)
+            packed::gemm_packed(filters, taps, len, blocks, tile.as_mut_ptr(), stride, true, self.portable)
         };
 
         // Copy the real output positions out, adding the bias.
@@ -391,20 +468,96 @@ fn shifted(
                 let first = (z * oh + h) * ow + w;
                 for k in rows.clone() {
                     let channel = group * cout_g + k;
-                    let b = bias.map_or(0.0, |b| b[channel]);
-                    let dst = out.at((n * g.out_channels + channel) * output_volume + first);
+                    let b = self.bias.map_or(0.0, |b| b[channel]);
+                    let dst = self.out.at((n * g.out_channels + channel) * output_volume + first);
                     let src = &tile[k * stride + (p - p0)..][..count];
                     for (i, s) in src.iter().enumerate() {
                         // SAFETY: output (n, channel, z, h, w..w+count) lies inside `y` and
                         // belongs to this task alone: its positions come from this task's tile,
                         // its channel from its rows. Written, never read: it may be uninitialised.
-                        unsafe { dst.add(i).write(epilogue.apply(s + b)) };
+                        unsafe { dst.add(i).write(self.epilogue.apply(s + b)) };
                     }
                 }
             }
             p += run;
         }
         SCRATCH.set(tile);
+    }
+
+    /// Every output row of image `n`, group `group`, each as one GEMM written straight into the
+    /// output (rows of whole strips only: no scratch tile, no copy), then the bias and epilogue
+    /// over the row while it is in L1. The same sums as [`Self::tile`], so the same bits.
+    fn rows(&self, image: &[f32], n: usize, group: usize) {
+        let g = self.g;
+        let [_, hp, wp] = self.padding.dims;
+        let [od, oh, ow] = g.output;
+        let cout_g = g.out_per_group();
+        let output_volume = g.output_volume();
+        let filters = &self.filters[group];
+        let first_channel = n * g.out_channels + group * cout_g;
+        for z in 0..od {
+            for h in 0..oh {
+                let taps = RowsB { data: &image[(z * hp + h) * wp..], offsets: self.offsets };
+                let first = first_channel * output_volume + (z * oh + h) * ow;
+                // SAFETY: row (z, h) of this image's and group's output channels lies inside `y`
+                // and belongs to this task alone; the GEMM writes `ow` elements of each.
+                unsafe {
+                    packed::gemm_packed(
+                        filters,
+                        taps,
+                        ow,
+                        0..filters.row_blocks(),
+                        self.out.at(first),
+                        output_volume,
+                        true,
+                        self.portable,
+                    )
+                };
+                if self.bias.is_none() && self.epilogue == Epilogue::Bias {
+                    continue;
+                }
+                for k in 0..cout_g {
+                    let b = self.bias.map_or(0.0, |b| b[group * cout_g + k]);
+                    let row = self.out.at(first + k * output_volume);
+                    for i in 0..ow {
+                        // SAFETY: the elements the GEMM just wrote, this task's alone.
+                        unsafe { row.add(i).write(self.epilogue.apply(row.add(i).read() + b)) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`shifted`] with one task per image and group, which pads its own image into a buffer that
+/// stays in cache and computes every output of it: row by row straight into the output where
+/// rows are whole strips, else tile by tile.
+fn shifted_by_image(product: &TileProduct<'_>, x: &[f32]) {
+    let (g, padding) = (product.g, product.padding);
+    let (volume, cin_g) = (padding.volume, g.in_per_group());
+    let direct = g.output[2] % NR == 0;
+    let plan = Plan::new(g, padding.positions);
+    (0..g.batch * g.groups).into_par_iter().for_each(|task| {
+        let (n, group) = (task / g.groups, task % g.groups);
+        let mut padded = PADDED.take();
+        padded.resize(cin_g * volume + NR, 0.0);
+        let (channels, tail) = padded.split_at_mut(cin_g * volume);
+        // Strips may read up to NR floats past the last channel: zeros, not stale values.
+        tail.fill(0.0);
+        let first = (n * g.in_channels + group * cin_g) * g.input_volume();
+        for (c, dst) in channels.chunks_exact_mut(volume).enumerate() {
+            padding.pad_channel(&x[first + c * g.input_volume()..][..g.input_volume()], dst);
+        }
+        if direct {
+            product.rows(&padded, n, group);
+        } else {
+            for tile in 0..plan.tiles {
+                let p0 = tile * plan.tile;
+                let len = plan.tile.min(plan.positions - p0);
+                product.tile(&padded, n, group, p0, len, 0..plan.row_blocks);
+            }
+        }
+        PADDED.set(padded);
     });
 }
 

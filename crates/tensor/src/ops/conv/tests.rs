@@ -508,6 +508,55 @@ fn one_thread_and_many_threads_agree_bitwise() {
     }
 }
 
+/// Stride-1 layers whose batch keeps every thread busy pad each image inside its task and, where
+/// output rows are whole strips, write the GEMM straight into the output; with more threads than
+/// images the whole batch is padded up front and copied out of tiles. Both give the same bits.
+#[test]
+fn per_image_padding_and_direct_rows_agree_with_the_batch_path() {
+    let cases: [(Vec<usize>, Vec<usize>, ConvSpec<3>); 7] = [
+        // Rows of two strips (ResNet-20's first stage) and of one, written straight out.
+        (vec![8, 5, 1, 32, 32], vec![7, 5, 1, 3, 3], ConvSpec::new().padding([0, 1, 1])),
+        (vec![9, 6, 1, 16, 16], vec![14, 3, 1, 3, 3], ConvSpec::new().padding([0, 1, 1]).groups(2)),
+        // Whole-strip rows with asymmetric padding, a dilation and a depth axis.
+        (
+            vec![8, 3, 3, 20, 17],
+            vec![4, 3, 2, 3, 3],
+            ConvSpec::new().padding(Padding::asymmetric([1, 0, 1], [0, 1, 0])),
+        ),
+        (vec![8, 2, 1, 20, 20], vec![5, 2, 1, 3, 3], ConvSpec::new().dilation([1, 2, 2])),
+        // Rows that are not whole strips: tiles, copied out.
+        (vec![8, 4, 1, 14, 14], vec![6, 4, 1, 3, 3], ConvSpec::new().padding([0, 1, 1])),
+        (vec![10, 3, 4, 9, 11], vec![8, 3, 3, 3, 3], ConvSpec::new().padding(1)),
+        (vec![8, 6, 1, 12, 12], vec![16, 6, 1, 5, 5], ConvSpec::new()),
+    ];
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let many = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
+    for (i, (xs, ws, spec)) in cases.into_iter().enumerate() {
+        let (x, w) = (seeded(&xs, 300 + i as u64), seeded(&ws, 400 + i as u64));
+        let b = seeded(&[ws[0]], 500 + i as u64);
+        let g = spec.geometry(x.dims(), w.dims()).unwrap();
+        // One thread takes the per-image path, eight the whole-batch one (fewer than 32 images).
+        assert!(g.batch * g.groups >= 4 && g.batch * g.groups < 32, "case {i}");
+        let reference = conv_reference(&x, &w, Some(&b), &spec).unwrap();
+        for relu in [false, true] {
+            let run =
+                || if relu { conv_relu(&x, &w, Some(&b), &spec) } else { conv(&x, &w, Some(&b), &spec) };
+            let by_image = one.install(|| run().unwrap());
+            let whole_batch = many.install(|| run().unwrap());
+            let same =
+                by_image.data().iter().zip(whole_batch.data()).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "case {i}, relu {relu}");
+            let expected = if relu { reference.relu() } else { reference.clone() };
+            assert_close(
+                &by_image,
+                &expected,
+                ws[1] * ws[2] * ws[3] * ws[4],
+                &format!("case {i}, relu {relu}"),
+            );
+        }
+    }
+}
+
 /// The AVX2 micro-kernel and the portable one run the same FMAs in the same order.
 #[test]
 fn simd_and_portable_kernels_agree_bitwise() {
