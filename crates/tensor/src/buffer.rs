@@ -17,7 +17,29 @@ pub(crate) struct BlockWriter<'a> {
     at: usize,
 }
 
-impl BlockWriter<'_> {
+impl<'a> BlockWriter<'a> {
+    /// A writer over memory that already holds values (a buffer kept between calls), from its
+    /// start.
+    pub fn over(dst: &'a mut [f32]) -> Self {
+        // SAFETY: same layout; the writer only ever stores initialised values (zeros, copies,
+        // gathered or given values), so `dst` stays initialised.
+        let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+        BlockWriter { dst, at: 0 }
+    }
+
+    /// Values written so far.
+    pub fn written(&self) -> usize {
+        self.at
+    }
+
+    /// `n` values of `src`, `step` apart from `start` on.
+    pub fn gather(&mut self, src: &[f32], start: usize, step: usize, n: usize) {
+        for (i, d) in self.dst[self.at..self.at + n].iter_mut().enumerate() {
+            d.write(src[start + i * step]);
+        }
+        self.at += n;
+    }
+
     /// `n` zeros.
     pub fn zeros(&mut self, n: usize) {
         for d in &mut self.dst[self.at..self.at + n] {

@@ -50,37 +50,120 @@ impl PackedA {
         PackedA { data, m, k }
     }
 
-    /// Packs `A[m × k]` whose row `r` is `a[starts[r]..][..k]` (m = `starts.len()`), on the
-    /// calling thread, reusing `buffer`'s allocation: the taps of a stride-1 convolution, read
-    /// straight from the zero-padded image, without an im2col copy first.
-    pub fn from_rows(a: &[f32], starts: &[usize], k: usize, buffer: Vec<f32>) -> Self {
-        let m = starts.len();
-        let reach = starts.iter().max().map_or(0, |&s| s + k);
-        assert!(reach <= a.len(), "PackedA: rows reach {reach} but the buffer holds {}", a.len());
-        let mut data = buffer;
-        // `pack` writes every element (rows past `m` repeat the last row), so what the buffer
-        // holds is kept rather than cleared: only growth is zero-filled. Clearing first zeroed
-        // the whole buffer on every call, 2.5% of a ResNet-20 training step.
-        let len = m.div_ceil(MR) * MR * k;
-        data.truncate(len);
-        data.resize(len, 0.0);
-        pack(a, starts, k, &mut data, false);
-        PackedA { data, m, k }
-    }
-
-    /// Gives the packed buffer back for reuse.
-    pub fn into_buffer(self) -> Vec<f32> {
-        self.data
-    }
-
     /// Number of `MR`-row blocks.
     pub fn row_blocks(&self) -> usize {
         self.m.div_ceil(MR)
     }
+}
 
-    fn block(&self, k0: usize, kc: usize, block: usize) -> &[f32] {
+/// The `A` operand of [`gemm_packed`]: its shape, and for each block of the reduction and of
+/// `MR` rows, where the micro-kernel reads it.
+///
+/// # Safety
+/// [`LeftOperand::block`] must return a block whose `at(p, r)` is readable for every `p < kc`
+/// and `r < MR`: the micro-kernels read it unchecked.
+pub(crate) unsafe trait LeftOperand {
+    type Block: BlockTaps;
+    /// Rows (`m`).
+    fn rows(&self) -> usize;
+    /// Length of the reduction (`k`).
+    fn depth(&self) -> usize;
+    /// Taps `k0..k0 + kc` of rows `block·MR..`; rows past `m` repeat row `m − 1`.
+    fn block(&self, k0: usize, kc: usize, block: usize) -> Self::Block;
+}
+
+/// Where a micro-kernel finds tap `p` of row `r` of its block of `A`.
+pub(crate) trait BlockTaps: Copy {
+    /// # Safety
+    /// `p` below the block's `kc`, `r < MR`.
+    unsafe fn at(self, p: usize, r: usize) -> *const f32;
+}
+
+/// A block packed as `[kc × MR]`: one sequential stream.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedBlock(*const f32);
+
+impl BlockTaps for PackedBlock {
+    #[inline(always)]
+    unsafe fn at(self, p: usize, r: usize) -> *const f32 {
+        // SAFETY: the block holds kc·MR values and p < kc, r < MR (the caller's guarantee).
+        unsafe { self.0.add(p * MR + r) }
+    }
+}
+
+// SAFETY: the block is a checked slice of kc·MR packed values.
+unsafe impl LeftOperand for PackedA {
+    type Block = PackedBlock;
+
+    fn rows(&self) -> usize {
+        self.m
+    }
+
+    fn depth(&self) -> usize {
+        self.k
+    }
+
+    fn block(&self, k0: usize, kc: usize, block: usize) -> PackedBlock {
         let start = k0 * self.row_blocks() * MR + block * MR * kc;
-        &self.data[start..start + kc * MR]
+        PackedBlock(self.data[start..start + kc * MR].as_ptr())
+    }
+}
+
+/// `A[m × k]` read where it lies, unpacked: row `r` is `data[starts[r]..][..k]`. For an operand
+/// used once, such as the taps of a stride-1 weight gradient (the zero-padded image, shifted by
+/// each tap's offset), packing it first cost as much as the product itself: a block's six rows
+/// are six nearby streams of the same image, which the caches serve as well as one.
+#[derive(Clone, Copy)]
+pub(crate) struct RowsA<'a> {
+    data: &'a [f32],
+    starts: &'a [usize],
+    k: usize,
+}
+
+impl<'a> RowsA<'a> {
+    pub fn new(data: &'a [f32], starts: &'a [usize], k: usize) -> Self {
+        let reach = starts.iter().max().map_or(0, |&s| s + k);
+        assert!(reach <= data.len(), "rows of A reach {reach} but the buffer holds {}", data.len());
+        RowsA { data, starts, k }
+    }
+
+    /// Number of `MR`-row blocks.
+    pub fn row_blocks(&self) -> usize {
+        self.starts.len().div_ceil(MR)
+    }
+}
+
+/// A block of [`RowsA`]: one pointer per row, at the block's first tap.
+#[derive(Clone, Copy)]
+pub(crate) struct RowBlock([*const f32; MR]);
+
+impl BlockTaps for RowBlock {
+    #[inline(always)]
+    unsafe fn at(self, p: usize, r: usize) -> *const f32 {
+        // SAFETY: each row holds the block's kc taps from its pointer on, p < kc, r < MR.
+        unsafe { self.0.get_unchecked(r).add(p) }
+    }
+}
+
+// SAFETY: each row pointer is a checked slice start with at least `k − k0 ≥ kc` values after
+// it (`new` checks every row's reach, `block` that k0 + kc ≤ k).
+unsafe impl LeftOperand for RowsA<'_> {
+    type Block = RowBlock;
+
+    fn rows(&self) -> usize {
+        self.starts.len()
+    }
+
+    fn depth(&self) -> usize {
+        self.k
+    }
+
+    fn block(&self, k0: usize, kc: usize, block: usize) -> RowBlock {
+        let rows = MR.min(self.starts.len() - block * MR);
+        assert!(k0 + kc <= self.k);
+        RowBlock(std::array::from_fn(|r| {
+            self.data[self.starts[block * MR + r.min(rows - 1)] + k0..].as_ptr()
+        }))
     }
 }
 
@@ -125,26 +208,26 @@ pub(crate) struct RowsB<'a> {
     pub offsets: &'a [usize],
 }
 
-type MicroKernel = unsafe fn(usize, &[f32], *const f32, &[usize], *mut f32, usize, usize, usize, bool);
+type MicroKernel<A> = unsafe fn(usize, A, *const f32, &[usize], *mut f32, usize, usize, usize, bool);
 
 /// The micro-kernels one product uses: `narrow` for `MR × NR` blocks, and where the CPU has
 /// registers twice as wide, `wide` for `MR × 2·NR` blocks over two neighbouring strips. Every
 /// kernel sums the taps of each element in the same order with fused multiply-adds, so all of
 /// them give the same bits.
 #[derive(Clone, Copy)]
-pub(crate) struct Kernels {
-    narrow: MicroKernel,
-    wide: Option<MicroKernel>,
+pub(crate) struct Kernels<A> {
+    narrow: MicroKernel<A>,
+    wide: Option<MicroKernel<A>>,
 }
 
-impl Kernels {
+impl<A: BlockTaps> Kernels<A> {
     /// The widest kernels [`crate::simd::isa`] allows.
     pub fn detect() -> Self {
         Self::for_isa(crate::simd::isa())
     }
 
     pub fn portable() -> Self {
-        Kernels { narrow: kernel_portable, wide: None }
+        Kernels { narrow: kernel_portable::<A>, wide: None }
     }
 
     /// The kernels of `isa`, or of the widest set below it that this build has kernels for.
@@ -153,8 +236,10 @@ impl Kernels {
         use crate::simd::Isa;
         #[cfg(target_arch = "x86_64")]
         match isa {
-            Isa::Avx512 => return Kernels { narrow: x86::kernel_avx2, wide: Some(x86::kernel_avx512) },
-            Isa::Avx2 => return Kernels { narrow: x86::kernel_avx2, wide: None },
+            Isa::Avx512 => {
+                return Kernels { narrow: x86::kernel_avx2::<A>, wide: Some(x86::kernel_avx512::<A>) };
+            }
+            Isa::Avx2 => return Kernels { narrow: x86::kernel_avx2::<A>, wide: None },
             Isa::Portable => {}
         }
         let _ = isa;
@@ -171,8 +256,8 @@ impl Kernels {
 /// `c` must be valid for reads and writes of rows `blocks.start·MR .. min(blocks.end·MR, m)`,
 /// columns `0..n`, and no one else may touch those elements during the call.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_packed(
-    a: &PackedA,
+pub(crate) unsafe fn gemm_packed<L: LeftOperand>(
+    a: &L,
     b: RowsB<'_>,
     n: usize,
     blocks: Range<usize>,
@@ -191,9 +276,9 @@ pub(crate) unsafe fn gemm_packed(
 /// # Safety
 /// As [`gemm_packed`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_packed_with(
-    kernels: Kernels,
-    a: &PackedA,
+unsafe fn gemm_packed_with<L: LeftOperand>(
+    kernels: Kernels<L::Block>,
+    a: &L,
     b: RowsB<'_>,
     n: usize,
     blocks: Range<usize>,
@@ -201,11 +286,11 @@ unsafe fn gemm_packed_with(
     c_row_stride: usize,
     overwrite: bool,
 ) {
-    let k = a.k;
+    let (m, k) = (a.rows(), a.depth());
     assert_eq!(b.offsets.len(), k, "one offset per row of B");
     let reach = b.offsets.iter().max().map_or(0, |&o| o + b_row_stride(n));
     assert!(reach <= b.data.len(), "rows of B reach {reach} but the buffer holds {}", b.data.len());
-    assert!(blocks.end <= a.row_blocks(), "row blocks out of range");
+    assert!(blocks.end <= m.div_ceil(MR), "row blocks out of range");
     let strips = n.div_ceil(NR);
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
@@ -227,7 +312,7 @@ unsafe fn gemm_packed_with(
                 // (asserted).
                 let b_strip = unsafe { b.data.as_ptr().add(strip * NR) };
                 for block in first..last {
-                    let rows = MR.min(a.m - block * MR);
+                    let rows = MR.min(m - block * MR);
                     // SAFETY: the block's rows and the strip's columns lie inside the region
                     // the caller guarantees; the kernel touches only `rows × cols` of it.
                     unsafe {
@@ -254,12 +339,12 @@ unsafe fn gemm_packed_with(
 /// with the same accumulation order as the SIMD one.
 ///
 /// # Safety
-/// `b + offsets[p]` valid for `NR` reads for every `p < kc`; `c` valid for `rows` rows (stride
-/// `c_row_stride`) of `cols` elements.
+/// `a.at(p, r)` readable for `p < kc`, `r < MR`; `b + offsets[p]` valid for `NR` reads for
+/// every `p < kc`; `c` valid for `rows` rows (stride `c_row_stride`) of `cols` elements.
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel_portable(
+unsafe fn kernel_portable<A: BlockTaps>(
     kc: usize,
-    a: &[f32],
+    a: A,
     b: *const f32,
     offsets: &[usize],
     c: *mut f32,
@@ -269,11 +354,12 @@ unsafe fn kernel_portable(
     add: bool,
 ) {
     let mut acc = [[0.0f32; NR]; MR];
-    for p in 0..kc {
+    for (p, &offset) in offsets[..kc].iter().enumerate() {
         // SAFETY: the caller guarantees NR readable floats at every row offset.
-        let b_row = unsafe { std::slice::from_raw_parts(b.add(offsets[p]), NR) };
+        let b_row = unsafe { std::slice::from_raw_parts(b.add(offset), NR) };
         for (r, acc_row) in acc.iter_mut().enumerate() {
-            let a_value = a[p * MR + r];
+            // SAFETY: p < kc, r < MR.
+            let a_value = unsafe { *a.at(p, r) };
             for (v, &bv) in acc_row.iter_mut().zip(b_row) {
                 *v = a_value.mul_add(bv, *v);
             }
@@ -294,19 +380,19 @@ unsafe fn kernel_portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{MR, NR};
+    use super::{BlockTaps, MR, NR};
 
     /// AVX2 + FMA: 6 rows × 16 columns in twelve ymm accumulators; per tap two loads of `B`,
     /// six broadcasts of `A`, twelve FMAs.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA; `b + offsets[p]` valid for `NR` reads for every
-    /// `p < kc`; `c` valid for `rows` rows of `cols` elements.
+    /// The CPU must support AVX2 and FMA; `a.at(p, r)` readable for `p < kc`, `r < MR`;
+    /// `b + offsets[p]` valid for `NR` reads for every `p < kc`; `c` valid for `rows` rows of `cols` elements.
     #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn kernel_avx2(
+    pub(super) unsafe fn kernel_avx2<A: BlockTaps>(
         kc: usize,
-        a: &[f32],
+        a: A,
         b: *const f32,
         offsets: &[usize],
         c: *mut f32,
@@ -315,8 +401,7 @@ mod x86 {
         cols: usize,
         add: bool,
     ) {
-        assert!(a.len() >= kc * MR && offsets.len() >= kc);
-        let a = a.as_ptr();
+        assert!(offsets.len() >= kc);
         let zero = _mm256_setzero_ps();
         let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (zero, zero, zero, zero, zero, zero);
         let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (zero, zero, zero, zero, zero, zero);
@@ -324,29 +409,28 @@ mod x86 {
         macro_rules! step {
             ($p:expr) => {{
                 let p = $p;
-                // SAFETY: p < kc; `a` holds kc·MR values (asserted), the caller guarantees NR
-                // floats at every row offset.
+                // SAFETY: p < kc; the caller guarantees `a`'s kc taps of MR rows and NR floats at
+                // every row offset.
                 unsafe {
                     let row = b.add(*offsets.get_unchecked(p));
                     let b0 = _mm256_loadu_ps(row);
                     let b1 = _mm256_loadu_ps(row.add(8));
-                    let ap = a.add(p * MR);
-                    let a0 = _mm256_broadcast_ss(&*ap);
+                    let a0 = _mm256_broadcast_ss(&*a.at(p, 0));
                     c00 = _mm256_fmadd_ps(a0, b0, c00);
                     c01 = _mm256_fmadd_ps(a0, b1, c01);
-                    let a1 = _mm256_broadcast_ss(&*ap.add(1));
+                    let a1 = _mm256_broadcast_ss(&*a.at(p, 1));
                     c10 = _mm256_fmadd_ps(a1, b0, c10);
                     c11 = _mm256_fmadd_ps(a1, b1, c11);
-                    let a2 = _mm256_broadcast_ss(&*ap.add(2));
+                    let a2 = _mm256_broadcast_ss(&*a.at(p, 2));
                     c20 = _mm256_fmadd_ps(a2, b0, c20);
                     c21 = _mm256_fmadd_ps(a2, b1, c21);
-                    let a3 = _mm256_broadcast_ss(&*ap.add(3));
+                    let a3 = _mm256_broadcast_ss(&*a.at(p, 3));
                     c30 = _mm256_fmadd_ps(a3, b0, c30);
                     c31 = _mm256_fmadd_ps(a3, b1, c31);
-                    let a4 = _mm256_broadcast_ss(&*ap.add(4));
+                    let a4 = _mm256_broadcast_ss(&*a.at(p, 4));
                     c40 = _mm256_fmadd_ps(a4, b0, c40);
                     c41 = _mm256_fmadd_ps(a4, b1, c41);
-                    let a5 = _mm256_broadcast_ss(&*ap.add(5));
+                    let a5 = _mm256_broadcast_ss(&*a.at(p, 5));
                     c50 = _mm256_fmadd_ps(a5, b0, c50);
                     c51 = _mm256_fmadd_ps(a5, b1, c51);
                 }
@@ -408,13 +492,13 @@ mod x86 {
     /// wide. Each element's taps go in the same order, so the two give the same bits.
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; `b + offsets[p]` valid for `2·NR` reads for every
-    /// `p < kc`; `c` valid for `rows` rows of `cols ≤ 2·NR` elements.
+    /// The CPU must support AVX-512F; `a.at(p, r)` readable for `p < kc`, `r < MR`;
+    /// `b + offsets[p]` valid for `2·NR` reads for every `p < kc`; `c` valid for `rows` rows of `cols ≤ 2·NR` elements.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn kernel_avx512(
+    pub(super) unsafe fn kernel_avx512<A: BlockTaps>(
         kc: usize,
-        a: &[f32],
+        a: A,
         b: *const f32,
         offsets: &[usize],
         c: *mut f32,
@@ -423,37 +507,35 @@ mod x86 {
         cols: usize,
         add: bool,
     ) {
-        assert!(a.len() >= kc * MR && offsets.len() >= kc && rows <= MR && cols <= 2 * NR);
-        let a = a.as_ptr();
+        assert!(offsets.len() >= kc && rows <= MR && cols <= 2 * NR);
         let zero = _mm512_setzero_ps();
         let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (zero, zero, zero, zero, zero, zero);
         let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (zero, zero, zero, zero, zero, zero);
         macro_rules! step {
             ($p:expr) => {{
                 let p = $p;
-                // SAFETY: p < kc; `a` holds kc·MR values (asserted), the caller guarantees
-                // 2·NR floats at every row offset.
+                // SAFETY: p < kc; the caller guarantees `a`'s kc taps of MR rows and 2·NR floats
+                // at every row offset.
                 unsafe {
                     let row = b.add(*offsets.get_unchecked(p));
                     let b0 = _mm512_loadu_ps(row);
                     let b1 = _mm512_loadu_ps(row.add(NR));
-                    let ap = a.add(p * MR);
-                    let a0 = _mm512_set1_ps(*ap);
+                    let a0 = _mm512_set1_ps(*a.at(p, 0));
                     c00 = _mm512_fmadd_ps(a0, b0, c00);
                     c01 = _mm512_fmadd_ps(a0, b1, c01);
-                    let a1 = _mm512_set1_ps(*ap.add(1));
+                    let a1 = _mm512_set1_ps(*a.at(p, 1));
                     c10 = _mm512_fmadd_ps(a1, b0, c10);
                     c11 = _mm512_fmadd_ps(a1, b1, c11);
-                    let a2 = _mm512_set1_ps(*ap.add(2));
+                    let a2 = _mm512_set1_ps(*a.at(p, 2));
                     c20 = _mm512_fmadd_ps(a2, b0, c20);
                     c21 = _mm512_fmadd_ps(a2, b1, c21);
-                    let a3 = _mm512_set1_ps(*ap.add(3));
+                    let a3 = _mm512_set1_ps(*a.at(p, 3));
                     c30 = _mm512_fmadd_ps(a3, b0, c30);
                     c31 = _mm512_fmadd_ps(a3, b1, c31);
-                    let a4 = _mm512_set1_ps(*ap.add(4));
+                    let a4 = _mm512_set1_ps(*a.at(p, 4));
                     c40 = _mm512_fmadd_ps(a4, b0, c40);
                     c41 = _mm512_fmadd_ps(a4, b1, c41);
-                    let a5 = _mm512_set1_ps(*ap.add(5));
+                    let a5 = _mm512_set1_ps(*a.at(p, 5));
                     c50 = _mm512_fmadd_ps(a5, b0, c50);
                     c51 = _mm512_fmadd_ps(a5, b1, c51);
                 }
@@ -520,7 +602,7 @@ mod tests {
     }
 
     /// Every kernel set this CPU runs, named: portable, AVX2, AVX-512.
-    fn kernel_sets() -> Vec<(crate::simd::Isa, Kernels)> {
+    fn kernel_sets<A: BlockTaps>() -> Vec<(crate::simd::Isa, Kernels<A>)> {
         use crate::simd::Isa;
         [Isa::Portable, Isa::Avx2, Isa::Avx512]
             .into_iter()
@@ -588,6 +670,53 @@ mod tests {
         }
     }
 
+    /// `A` read in place, rows anywhere in a buffer (overlapping, out of order, a partial last
+    /// block, several blocks of the reduction), gives the bits of the same `A` packed.
+    #[test]
+    fn rows_in_place_give_the_bits_of_packed_rows() {
+        for (m, n, k) in [(1, 5, 3), (7, 16, 300), (13, 40, 513), (24, 64, 257)] {
+            let data: Vec<f32> = (0..4 * k + 97).map(|i| (i as f32 * 0.29).sin()).collect();
+            let starts: Vec<usize> = (0..m).map(|r| (r * 37 + r * r * 5) % (3 * k + 97)).collect();
+            let rows_a = RowsA::new(&data, &starts, k);
+            let dense: Vec<f32> = starts.iter().flat_map(|&s| data[s..s + k].iter().copied()).collect();
+            let packed_a = PackedA::new(&dense, m, k);
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.13).cos()).collect();
+            let pb = pack_b(&b, k, n);
+            let offsets: Vec<usize> = (0..k).map(|r| r * b_row_stride(n)).collect();
+            let rb = RowsB { data: &pb, offsets: &offsets };
+            for (isa, kernels) in kernel_sets::<PackedBlock>() {
+                let mut want = vec![0.5f32; m * n];
+                unsafe {
+                    gemm_packed_with(
+                        kernels,
+                        &packed_a,
+                        rb,
+                        n,
+                        0..packed_a.row_blocks(),
+                        want.as_mut_ptr(),
+                        n,
+                        false,
+                    )
+                };
+                let row_kernels = kernel_sets::<RowBlock>().into_iter().find(|(i, _)| *i == isa).unwrap().1;
+                let mut got = vec![0.5f32; m * n];
+                unsafe {
+                    gemm_packed_with(
+                        row_kernels,
+                        &rows_a,
+                        rb,
+                        n,
+                        0..rows_a.row_blocks(),
+                        got.as_mut_ptr(),
+                        n,
+                        false,
+                    )
+                };
+                assert_eq!(got, want, "{isa:?} {m}×{n}×{k}");
+            }
+        }
+    }
+
     #[test]
     fn every_kernel_gives_the_same_bits() {
         for (m, n, k) in [(12, 32, 600), (13, 57, 300)] {
@@ -596,7 +725,7 @@ mod tests {
             let (pa, pb) = (PackedA::new(&a, m, k), pack_b(&b, k, n));
             let offsets: Vec<usize> = (0..k).map(|r| r * b_row_stride(n)).collect();
             let rb = RowsB { data: &pb, offsets: &offsets };
-            let product = |kernels: Kernels| {
+            let product = |kernels: Kernels<PackedBlock>| {
                 let mut c = vec![0.0f32; m * n];
                 unsafe {
                     gemm_packed_with(kernels, &pa, rb, n, 0..pa.row_blocks(), c.as_mut_ptr(), n, false)

@@ -30,7 +30,7 @@ use rayon::prelude::*;
 use super::{ConvGeometry, winograd};
 
 use crate::buffer::{BlockWriter, fill_blocks};
-use crate::gemm::packed::{self, MR, NR, PackedA, RowsB};
+use crate::gemm::packed::{self, MR, NR, PackedA, RowsA, RowsB};
 use crate::gemm::{MatRef, Threads, gemm};
 
 /// Most output positions per task: a tile of packed taps for the 3×3×64 layers (576 rows) is
@@ -243,7 +243,7 @@ fn forward_with(
     let out = OutPtr(y.as_mut_ptr());
     // A 1×1 convolution's taps are the input rows themselves: copying a tile of them keeps the
     // GEMM's rows 1 KiB apart instead of a whole channel plane apart (fewer TLB misses).
-    if g.stride == [1; 3] && !g.is_pointwise() {
+    if Padded::suits(g) {
         shifted(g, x, filters, bias, epilogue, out, portable);
     } else {
         strided(g, x, filters, bias, epilogue, out, portable);
@@ -254,38 +254,43 @@ fn forward_with(
     y
 }
 
-/// The zero-padded volume of a stride-1 convolution and the numbering of its output positions
-/// in it (see [`shifted`]).
+/// The zero-padded volume of a convolution, split into its stride's phases, and the numbering
+/// of its output positions in it (see [`shifted`]).
+///
+/// Along an axis with stride `S` and dilation `D`, output `o` reads padded coordinate
+/// `o·S + f·D` for tap `f`: element `o + ⌊f·D / S⌋` of phase `f·D mod S`, the sub-grid of the
+/// padded axis at that offset modulo `S`. Each channel is stored as its `S_d·S_h·S_w` phases,
+/// each `[Dq, Hq, Wq] = [⌈Dp / S_d⌉, ⌈Hp / S_h⌉, ⌈Wp / S_w⌉]`, so that every tap reads every
+/// output position at one offset, as in a stride-1 layer (whose one phase is the padded volume).
 struct Padded<'g> {
     g: &'g ConvGeometry,
-    /// `[Dp, Hp, Wp]`: the input with its padding.
+    /// `[Dq, Hq, Wq]`: one phase.
     dims: [usize; 3],
+    /// Floats per phase.
+    phase_volume: usize,
+    /// Floats per channel: all its phases.
     volume: usize,
-    /// Output positions numbered in the padded volume, up to the last real one.
+    /// Output positions numbered in a phase, up to the last real one.
     positions: usize,
 }
 
 impl<'g> Padded<'g> {
     fn new(g: &'g ConvGeometry) -> Self {
-        let dims: [usize; 3] = std::array::from_fn(|i| g.input[i] + g.pad_begin[i] + g.pad_end[i]);
-        let [_, hp, wp] = dims;
+        let dims: [usize; 3] =
+            std::array::from_fn(|i| (g.input[i] + g.pad_begin[i] + g.pad_end[i]).div_ceil(g.stride[i]));
+        let [_, hq, wq] = dims;
         let [od, oh, ow] = g.output;
-        let positions = (od - 1) * hp * wp + (oh - 1) * wp + ow;
-        Padded { g, dims, volume: dims.iter().product(), positions }
+        let positions = (od - 1) * hq * wq + (oh - 1) * wq + ow;
+        let phase_volume = dims.iter().product::<usize>();
+        let volume = phase_volume * g.stride.iter().product::<usize>();
+        Padded { g, dims, phase_volume, volume, positions }
     }
 
-    /// Copies one channel `src [D, H, W]` into the interior of `dst [Dp, Hp, Wp]`; the border
-    /// of `dst` is left as it is (zero).
-    fn copy_channel(&self, src: &[f32], dst: &mut [f32]) {
-        let [id, ih, iw] = self.g.input;
-        let [pd, ph, pw] = self.g.pad_begin;
-        let [_, hp, wp] = self.dims;
-        for z in 0..id {
-            for r in 0..ih {
-                let at = ((z + pd) * hp + r + ph) * wp + pw;
-                dst[at..at + iw].copy_from_slice(&src[(z * ih + r) * iw..][..iw]);
-            }
-        }
+    /// Whether the phases suit `g`: every phase is read by some tap (a 1×1 stride-2 layer would
+    /// copy four phases to read one; a dilated strided one may skip phases too).
+    fn suits(g: &ConvGeometry) -> bool {
+        !g.is_pointwise()
+            && (0..3).all(|i| g.stride[i] == 1 || (g.dilation[i] == 1 && g.kernel[i] >= g.stride[i]))
     }
 
     /// The offset of tap `(c, fz, fr, fc)` from an output position, for `channels` channels in
@@ -293,13 +298,17 @@ impl<'g> Padded<'g> {
     fn tap_offsets(&self, channels: usize) -> Vec<usize> {
         let [kd, kh, kw] = self.g.kernel;
         let [dd, dh, dw] = self.g.dilation;
-        let [_, hp, wp] = self.dims;
+        let [sd, sh, sw] = self.g.stride;
+        let [_, hq, wq] = self.dims;
         let mut offsets = Vec::with_capacity(channels * self.g.kernel_volume());
         for c in 0..channels {
             for fz in 0..kd {
                 for fr in 0..kh {
                     for fc in 0..kw {
-                        offsets.push(c * self.volume + (fz * dd * hp + fr * dh) * wp + fc * dw);
+                        let (z, r, w) = (fz * dd, fr * dh, fc * dw);
+                        let phase = ((z % sd) * sh + r % sh) * sw + w % sw;
+                        let shift = ((z / sd) * hq + r / sh) * wq + w / sw;
+                        offsets.push(c * self.volume + phase * self.phase_volume + shift);
                     }
                 }
             }
@@ -307,48 +316,58 @@ impl<'g> Padded<'g> {
         offsets
     }
 
-    /// Writes the whole padded channel of `src [D, H, W]`, border zeros included.
+    /// Writes the whole phase-split padded channel of `src [D, H, W]`, zeros included.
     fn write_channel(&self, src: &[f32], writer: &mut BlockWriter) {
         let [id, ih, iw] = self.g.input;
         let [pd, ph, pw] = self.g.pad_begin;
-        let [_, hp, wp] = self.dims;
-        writer.zeros(pd * hp * wp);
-        for z in 0..id {
-            writer.zeros(ph * wp);
-            for r in 0..ih {
-                writer.zeros(pw);
-                writer.copy(&src[(z * ih + r) * iw..][..iw]);
-                writer.zeros(wp - pw - iw);
+        let [dq, hq, wq] = self.dims;
+        if self.g.stride == [1; 3] {
+            // One phase, the padded volume itself: whole rows copied.
+            writer.zeros(pd * hq * wq);
+            for z in 0..id {
+                writer.zeros(ph * wq);
+                for r in 0..ih {
+                    writer.zeros(pw);
+                    writer.copy(&src[(z * ih + r) * iw..][..iw]);
+                    writer.zeros(wq - pw - iw);
+                }
+                writer.zeros((hq - ph - ih) * wq);
             }
-            writer.zeros((hp - ph - ih) * wp);
+            writer.zeros((dq - pd - id) * hq * wq);
+            return;
         }
-        // The planes after the input's last (`pad_end` in depth) are the block's zero rest.
+        let [sd, sh, sw] = self.g.stride;
+        for a in 0..sd {
+            for b in 0..sh {
+                for c in 0..sw {
+                    // Phase (a, b, c): row (zq, rq) is input row (zq·S_d + a − P_d, rq·S_h + b − P_h),
+                    // and column cq input column cq·S_w + c − P_w, where inside the input.
+                    let lo = pw.saturating_sub(c).div_ceil(sw).min(wq);
+                    let hi = (iw + pw).saturating_sub(c).div_ceil(sw).clamp(lo, wq);
+                    for zq in 0..dq {
+                        let z = (zq * sd + a).checked_sub(pd).filter(|&z| z < id);
+                        for rq in 0..hq {
+                            let r = (rq * sh + b).checked_sub(ph).filter(|&r| r < ih);
+                            let (Some(z), Some(r)) = (z, r) else {
+                                writer.zeros(wq);
+                                continue;
+                            };
+                            writer.zeros(lo);
+                            let row = &src[(z * ih + r) * iw..][..iw];
+                            writer.gather(row, (lo * sw + c).saturating_sub(pw), sw, hi - lo);
+                            writer.zeros(wq - hi);
+                        }
+                    }
+                }
+            }
+        }
     }
 
-    /// Writes the whole padded channel of `src [D, H, W]` into `dst [Dp, Hp, Wp]`, border
-    /// zeros included (`dst` may hold anything before).
+    /// [`Self::write_channel`] into `dst [volume]`, whatever it held.
     fn pad_channel(&self, src: &[f32], dst: &mut [f32]) {
-        let [id, ih, iw] = self.g.input;
-        let [pd, ph, pw] = self.g.pad_begin;
-        let [_, hp, wp] = self.dims;
-        let plane = hp * wp;
-        dst[..pd * plane].fill(0.0);
-        for (z, dst_plane) in dst[pd * plane..].chunks_exact_mut(plane).enumerate() {
-            if z >= id {
-                dst_plane.fill(0.0);
-                continue;
-            }
-            dst_plane[..ph * wp].fill(0.0);
-            for (r, dst_row) in dst_plane[ph * wp..].chunks_exact_mut(wp).enumerate() {
-                if r >= ih {
-                    dst_row.fill(0.0);
-                    continue;
-                }
-                dst_row[..pw].fill(0.0);
-                dst_row[pw..pw + iw].copy_from_slice(&src[(z * ih + r) * iw..][..iw]);
-                dst_row[pw + iw..].fill(0.0);
-            }
-        }
+        let mut writer = BlockWriter::over(dst);
+        self.write_channel(src, &mut writer);
+        debug_assert_eq!(writer.written(), self.volume);
     }
 
     /// Whether [`shifted`] pads each image inside its task: the batch alone gives every thread
@@ -359,19 +378,22 @@ impl<'g> Padded<'g> {
             && self.g.in_per_group() * self.volume <= LOCAL_PADDED_FLOATS
     }
 
-    /// Whether padded position `p` is a real output position (and not one past a row's end).
+    /// Whether position `p` (numbered in a phase) is a real output position (and not one past a
+    /// row's end).
     fn is_output(&self, p: usize) -> bool {
-        let [_, hp, wp] = self.dims;
-        p / wp % hp < self.g.output[1] && p % wp < self.g.output[2]
+        let [_, hq, wq] = self.dims;
+        p / wq % hq < self.g.output[1] && p % wq < self.g.output[2]
     }
 }
 
-/// Stride 1: the rows of `B` are the zero-padded image itself, shifted by each tap's offset.
+/// The rows of `B` are the zero-padded image itself (split into the stride's phases, see
+/// [`Padded`]), shifted by each tap's offset.
 ///
-/// Output positions are numbered in the padded volume, `p = z·Hp·Wp + h·Wp + w`, so that tap
-/// `(c, fz, fr, fc)` of every position reads `padded[c·vol + fz·D·Hp·Wp + fr·D·Wp + fc·D + p]`:
-/// one offset per tap, no im2col. Positions with `h ≥ H_out` or `w ≥ W_out` are computed and
-/// dropped when the tile is copied out (for a 3×3 layer on 56×56, 3.5% extra work).
+/// Output positions are numbered in a phase, `p = z·Hq·Wq + h·Wq + w`, so that tap
+/// `(c, fz, fr, fc)` of every position reads `padded[offset(c, fz, fr, fc) + p]`: one offset per
+/// tap, no im2col (for stride 1, `c·vol + fz·D·Hp·Wp + fr·D·Wp + fc·D`). Positions with
+/// `h ≥ H_out` or `w ≥ W_out` are computed and dropped when the tile is copied out (for a 3×3
+/// layer on 56×56, 3.5% extra work).
 fn shifted(
     g: &ConvGeometry,
     x: &[f32],
@@ -841,8 +863,8 @@ const SHIFTED_GRAD_ROWS: usize = 16 * MR;
 /// the taps read straight from the zero-padded image as in the forward ([`shifted`]):
 /// `dw_gᵀ [C_in/G·|F|, C_out/G] += taps [C_in/G·|F|, P'] · dy_gᵀ [P', C_out/G]`, where row `t`
 /// of `taps` is the padded image from tap `t`'s offset on, and `P'` numbers the output positions
-/// in the padded volume (`dy_gᵀ` is zero at the positions past a row's end). No im2col buffer:
-/// the taps are packed once, straight from the image. Tasks own a fixed chunk of
+/// in the padded volume (`dy_gᵀ` is zero at the positions past a row's end). No im2col buffer
+/// and no packing: the micro-kernel reads the taps where they lie ([`RowsA`]). Tasks own a fixed chunk of
 /// [`GRAD_IMAGES`] images and, when there are too few chunks to keep the threads busy, a block
 /// of [`SHIFTED_GRAD_ROWS`] taps; the chunks' partial sums are added in image order
 /// (thread-count independent). `None` for strided layers.
@@ -850,7 +872,7 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
     let empty =
         [g.batch, g.in_channels, g.out_channels, g.kernel_volume(), g.input_volume(), g.output_volume()]
             .contains(&0);
-    if g.stride != [1, 1, 1] || empty {
+    if !Padded::suits(g) || empty {
         return None;
     }
     let padding = Padded::new(g);
@@ -915,11 +937,10 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
             // for every image.
             let mut padded = vec![0.0f32; channels.len() * padding.volume];
             let mut own_dy_t = if row_chunks > 1 { Vec::new() } else { vec![0.0f32; span * row] };
-            let mut buffer = Vec::new();
             for n in n0..g.batch.min(n0 + GRAD_IMAGES) {
                 let first = n * g.in_channels + group * cin_g + channels.start;
                 for (c, dst) in padded.chunks_exact_mut(padding.volume).enumerate() {
-                    padding.copy_channel(&x[(first + c) * g.input_volume()..][..g.input_volume()], dst);
+                    padding.pad_channel(&x[(first + c) * g.input_volume()..][..g.input_volume()], dst);
                 }
                 let dy_t = if row_chunks > 1 {
                     &shared_dy_t[(n * g.groups + group) * span * row..][..span * row]
@@ -927,7 +948,7 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
                     transpose(n, group, &mut own_dy_t);
                     &own_dy_t
                 };
-                let a = PackedA::from_rows(&padded, &offsets, span, buffer);
+                let a = RowsA::new(&padded, &offsets, span);
                 let b = RowsB { data: dy_t, offsets: &dy_offsets };
                 // SAFETY: `c` points at this task's own [rows × cout_g] partial.
                 unsafe {
@@ -942,7 +963,6 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
                         false,
                     )
                 };
-                buffer = a.into_buffer();
             }
             partial
         })

@@ -508,12 +508,12 @@ fn one_thread_and_many_threads_agree_bitwise() {
     }
 }
 
-/// Stride-1 layers whose batch keeps every thread busy pad each image inside its task and, where
+/// Layers whose batch keeps every thread busy pad each image inside its task and, where
 /// output rows are whole strips, write the GEMM straight into the output; with more threads than
 /// images the whole batch is padded up front and copied out of tiles. Both give the same bits.
 #[test]
 fn per_image_padding_and_direct_rows_agree_with_the_batch_path() {
-    let cases: [(Vec<usize>, Vec<usize>, ConvSpec<3>); 7] = [
+    let cases: [(Vec<usize>, Vec<usize>, ConvSpec<3>); 10] = [
         // Rows of two strips (ResNet-20's first stage) and of one, written straight out.
         (vec![8, 5, 1, 32, 32], vec![7, 5, 1, 3, 3], ConvSpec::new().padding([0, 1, 1])),
         (vec![9, 6, 1, 16, 16], vec![14, 3, 1, 3, 3], ConvSpec::new().padding([0, 1, 1]).groups(2)),
@@ -528,6 +528,11 @@ fn per_image_padding_and_direct_rows_agree_with_the_batch_path() {
         (vec![8, 4, 1, 14, 14], vec![6, 4, 1, 3, 3], ConvSpec::new().padding([0, 1, 1])),
         (vec![10, 3, 4, 9, 11], vec![8, 3, 3, 3, 3], ConvSpec::new().padding(1)),
         (vec![8, 6, 1, 12, 12], vec![16, 6, 1, 5, 5], ConvSpec::new()),
+        // Strided, through the stride's phases: ResNet-20's stride-2 3×3 layer (rows of one
+        // strip), a 3D one and an 11×11 stride-4 one as AlexNet's stem.
+        (vec![8, 4, 1, 32, 32], vec![6, 4, 1, 3, 3], ConvSpec::new().stride([1, 2, 2]).padding([0, 1, 1])),
+        (vec![8, 3, 9, 13, 15], vec![5, 3, 3, 3, 3], ConvSpec::new().stride(2).padding(1)),
+        (vec![8, 2, 1, 35, 39], vec![4, 2, 1, 11, 11], ConvSpec::new().stride([1, 4, 4]).padding([0, 2, 2])),
     ];
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let many = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
@@ -638,7 +643,9 @@ proptest! {
 /// with batches that put several images into one GEMM, with a partial last batch of images.
 #[test]
 fn fast_backward_matches_reference_on_multi_tile_layers() {
-    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 10] = [
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 11] = [
+        // ResNet-20's stride-2 layer: the weight gradient from the padded image's phases.
+        ([10, 16, 32, 32], [32, 16, 3, 3], ConvSpec::new().stride(2).padding(1)),
         // ResNet-20's first stage on 28×28: the weight gradient from the padded image, 19 images
         // in chunks of 8, 898 padded positions (several KC blocks of the packed GEMM).
         ([19, 16, 28, 28], [16, 16, 3, 3], ConvSpec::new().padding(1)),
