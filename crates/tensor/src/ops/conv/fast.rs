@@ -363,6 +363,35 @@ impl<'g> Padded<'g> {
         }
     }
 
+    /// The adjoint of [`Self::write_channel`] without its zeros: channel `dst [D, H, W]` read
+    /// back out of the phase-split padded `src [volume]` (the padding is dropped).
+    fn read_channel(&self, src: &[f32], dst: &mut [f32]) {
+        let [id, ih, iw] = self.g.input;
+        let [pd, ph, pw] = self.g.pad_begin;
+        let [sd, sh, sw] = self.g.stride;
+        let [_, hq, wq] = self.dims;
+        for z in 0..id {
+            let (zp, a) = ((z + pd) / sd, (z + pd) % sd);
+            for r in 0..ih {
+                let (rp, b) = ((r + ph) / sh, (r + ph) % sh);
+                let dst_row = &mut dst[(z * ih + r) * iw..][..iw];
+                for c in 0..sw {
+                    // Input columns j with (j + P_w) mod S_w = c, from the first on.
+                    let first = (c + sw - pw % sw) % sw;
+                    if first >= iw {
+                        continue;
+                    }
+                    let phase = (a * sh + b) * sw + c;
+                    let src_row = &src[phase * self.phase_volume + (zp * hq + rp) * wq..][..wq];
+                    let q0 = (first + pw) / sw;
+                    for (i, d) in dst_row[first..].iter_mut().step_by(sw).enumerate() {
+                        *d = src_row[q0 + i];
+                    }
+                }
+            }
+        }
+    }
+
     /// [`Self::write_channel`] into `dst [volume]`, whatever it held.
     fn pad_channel(&self, src: &[f32], dst: &mut [f32]) {
         let mut writer = BlockWriter::over(dst);
@@ -754,9 +783,81 @@ pub(crate) fn backward(
     (dx, dw, backward_bias(g, dy))
 }
 
-/// `dx` alone: a stride-1 layer's as a forward convolution, others by col2im.
+/// `dx` alone: a stride-1 layer's as a forward convolution, a strided one's through the
+/// stride's phases, others by col2im.
 pub(crate) fn backward_input_only(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
-    backward_input_as_forward(g, w, dy).unwrap_or_else(|| backward_input(g, w, dy))
+    backward_input_as_forward(g, w, dy)
+        .or_else(|| backward_input_phases(g, w, dy))
+        .unwrap_or_else(|| backward_input(g, w, dy))
+}
+
+/// `dx` of a strided layer through the stride's phases ([`Padded`]), the adjoint of its
+/// forward: per image and group, `dcols = W_gᵀ [C_in/G·|F|, C_out/G] · dY_g [C_out/G, P']`
+/// (one packed GEMM, `dY_g` laid out in the phases' numbering, `P'`), each tap's row added back
+/// at the tap's offset into the phase-split padded gradient, output row by output row (long
+/// contiguous runs where col2im made one strided run per tap and output row), and the phases
+/// read back into `dx`. Each task owns an image and group of `dx`, and every element's sum runs
+/// over the taps in the same order, so the result does not depend on the number of threads.
+/// `None` for stride-1 layers and where the phases do not suit ([`Padded::suits`]).
+fn backward_input_phases(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+    let empty =
+        [g.batch, g.in_channels, g.out_channels, g.kernel_volume(), g.input_volume(), g.output_volume()]
+            .contains(&0);
+    if g.stride == [1; 3] || !Padded::suits(g) || empty {
+        return None;
+    }
+    let padding = Padded::new(g);
+    let (cin_g, cout_g, taps) = (g.in_per_group(), g.out_per_group(), g.kernel_volume());
+    let k_dim = cin_g * taps;
+    let (span, input_volume, output_volume) = (padding.positions, g.input_volume(), g.output_volume());
+    let [od, oh, ow] = g.output;
+    let [_, hq, wq] = padding.dims;
+    let offsets = padding.tap_offsets(cin_g);
+    let row = packed::b_row_stride(span);
+    let dy_offsets: Vec<usize> = (0..cout_g).map(|k| k * row).collect();
+    // W_gᵀ [C_in/G·|F|, C_out/G], packed once per group.
+    let filters: Vec<PackedA> = (0..g.groups)
+        .map(|group| {
+            let w_g = &w[group * cout_g * k_dim..][..cout_g * k_dim];
+            let w_t: Vec<f32> = (0..k_dim * cout_g).map(|i| w_g[i % cout_g * k_dim + i / cout_g]).collect();
+            PackedA::new(&w_t, k_dim, cout_g)
+        })
+        .collect();
+    // The first position (in the phases' numbering) of each output row.
+    let row_starts: Vec<(usize, usize)> =
+        (0..od * oh).map(|zh| ((zh / oh * hq + zh % oh) * wq, zh * ow)).collect();
+    let mut dx = vec![0.0f32; g.batch * g.in_channels * input_volume];
+    dx.par_chunks_mut(cin_g * input_volume).enumerate().for_each(|(task, dx_g)| {
+        let (n, group) = (task / g.groups, task % g.groups);
+        // dY_g in the phases' numbering: zero past each row's end and past the last position.
+        let mut dy_p = vec![0.0f32; cout_g * row];
+        let planes = &dy[(n * g.out_channels + group * cout_g) * output_volume..][..cout_g * output_volume];
+        for (plane, dst) in planes.chunks_exact(output_volume).zip(dy_p.chunks_exact_mut(row)) {
+            for &(p, q) in &row_starts {
+                dst[p..p + ow].copy_from_slice(&plane[q..q + ow]);
+            }
+        }
+        let mut dcols = vec![0.0f32; k_dim * row];
+        let b = RowsB { data: &dy_p, offsets: &dy_offsets };
+        let a = &filters[group];
+        // SAFETY: `dcols` is this task's own [k_dim × row] buffer.
+        unsafe { packed::gemm_packed(a, b, span, 0..a.row_blocks(), dcols.as_mut_ptr(), row, true, false) };
+        // Only the real output positions flow back: the others' columns are zero times the
+        // filters, which a non-finite filter value would turn into a NaN.
+        let mut dx_p = vec![0.0f32; cin_g * padding.volume];
+        for (t, &offset) in offsets.iter().enumerate() {
+            let tap = &dcols[t * row..][..span];
+            for &(p, _) in &row_starts {
+                for (d, v) in dx_p[offset + p..][..ow].iter_mut().zip(&tap[p..p + ow]) {
+                    *d += v;
+                }
+            }
+        }
+        for (c, dst) in dx_g.chunks_exact_mut(input_volume).enumerate() {
+            padding.read_channel(&dx_p[c * padding.volume..][..padding.volume], dst);
+        }
+    });
+    Some(dx)
 }
 
 /// Images per partial weight gradient in [`backward_weight_as_forward`]: the tasks that run in

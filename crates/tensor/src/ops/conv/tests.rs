@@ -671,6 +671,32 @@ fn fast_backward_matches_reference_on_multi_tile_layers() {
     }
 }
 
+/// A strided layer's input gradient flows back from the real output positions only: the
+/// positions its phases compute past each row's end must not carry an infinite filter's NaN
+/// (infinity times their zero gradient) onto the input.
+#[test]
+fn strided_backward_input_keeps_non_finite_filters_where_they_reach() {
+    let (xs, ws) = ([3, 2, 13, 12], [4, 2, 3, 3]);
+    let spec = ConvSpec::<2>::new().stride(2).padding(1);
+    let x = seeded(&xs, 7);
+    let mut w = seeded(&ws, 8).data().to_vec();
+    // Tap (1, 0) of the first filter: past a row's end it lands on the last input column.
+    w[3] = f32::INFINITY;
+    let w = Tensor::new(ws.to_vec(), w).unwrap();
+    let dy = seeded(spec.output_shape(&xs, &ws).unwrap().dims(), 9);
+    let fast = conv_backward(&x, &w, &dy, &spec).unwrap().input;
+    let reference = conv_backward_reference(&x, &w, &dy, &spec).unwrap().input;
+    assert!(fast.data().iter().any(|v| v.is_infinite()), "the infinite tap reaches the input");
+    for (i, (a, b)) in fast.data().iter().zip(reference.data()).enumerate() {
+        let same = if a.is_finite() && b.is_finite() {
+            (a - b).abs() <= 1e-4
+        } else {
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+        };
+        assert!(same, "element {i}: fast {a} vs reference {b}");
+    }
+}
+
 #[test]
 fn backward_one_thread_and_two_threads_agree_bitwise() {
     let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 8] = [
