@@ -398,9 +398,9 @@ fn winograd_is_chosen_where_the_tests_expect() {
     };
     let one = ([1, 1], [1, 1]);
     for (xs, ws, pads) in [
-        ([2, 32, 30, 30], [32, 32, 3, 3], one),
-        ([6, 40, 15, 29], [33, 40, 3, 3], ([2, 0], [1, 2])),
-        ([19, 32, 14, 14], [32, 32, 3, 3], one),
+        ([2, 64, 30, 30], [64, 64, 3, 3], one),
+        ([6, 64, 15, 29], [65, 64, 3, 3], ([2, 0], [1, 2])),
+        ([19, 64, 14, 14], [64, 64, 3, 3], one),
         ([1, 64, 32, 32], [64, 64, 3, 3], one),
         ([16, 64, 56, 56], [64, 64, 3, 3], one),
     ] {
@@ -408,6 +408,7 @@ fn winograd_is_chosen_where_the_tests_expect() {
     }
     for (xs, ws) in [
         ([128, 16, 32, 32], [16, 16, 3, 3]),
+        ([128, 32, 16, 16], [32, 32, 3, 3]),
         ([16, 512, 7, 7], [512, 512, 3, 3]),
         ([1, 256, 14, 14], [256, 256, 3, 3]),
     ] {
@@ -420,8 +421,8 @@ fn winograd_is_chosen_where_the_tests_expect() {
 #[test]
 fn filters_packed_for_an_input_follow_the_algorithm() {
     let spec = ConvSpec::<2>::new().padding(1);
-    let w = seeded(&[32, 32, 3, 3], 1);
-    let (large, small) = ([8, 32, 20, 20], [1, 32, 6, 6]);
+    let w = seeded(&[64, 64, 3, 3], 1);
+    let (large, small) = ([8, 64, 20, 20], [1, 64, 6, 6]);
     let x = seeded(&large, 2);
     let g = spec.geometry(&large, w.dims()).unwrap();
     assert!(winograd::chosen(&g) && !winograd::chosen(&spec.geometry(&small, w.dims()).unwrap()));
@@ -436,9 +437,9 @@ fn filters_packed_for_an_input_follow_the_algorithm() {
     // On a small input the packing still computes the right numbers, through Winograd.
     let x_small = seeded(&small, 3);
     let y = conv_prepacked(&x_small, &packed, None, &spec, false).unwrap();
-    assert_close(&y, &conv_reference(&x_small, &w, None, &spec).unwrap(), 32 * 9, "small input");
+    assert_close(&y, &conv_reference(&x_small, &w, None, &spec).unwrap(), 64 * 9, "small input");
     // An empty batch gives the empty output conv gives.
-    let empty = Tensor::zeros([0, 32, 20, 20]).unwrap();
+    let empty = Tensor::zeros([0, 64, 20, 20]).unwrap();
     assert_eq!(
         conv_prepacked(&empty, &packed, None, &spec, false).unwrap(),
         conv(&empty, &w, None, &spec).unwrap()
@@ -467,8 +468,8 @@ fn fast_matches_reference_on_multi_tile_layers() {
     let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 7] = [
         ([2, 8, 40, 40], [16, 8, 3, 3], ConvSpec::new().padding(1)),
         // Through Winograd's F(2×2, 3×3): even and odd output sizes, uneven padding.
-        ([2, 32, 30, 30], [32, 32, 3, 3], ConvSpec::new().padding(1)),
-        ([6, 40, 15, 29], [33, 40, 3, 3], ConvSpec::new().padding(Padding::asymmetric([2, 0], [1, 2]))),
+        ([2, 64, 30, 30], [64, 64, 3, 3], ConvSpec::new().padding(1)),
+        ([6, 64, 15, 29], [65, 64, 3, 3], ConvSpec::new().padding(Padding::asymmetric([2, 0], [1, 2]))),
         ([1, 32, 20, 20], [8, 32, 1, 1], ConvSpec::new()),
         ([1, 32, 20, 20], [8, 32, 1, 1], ConvSpec::new().stride(2)),
         ([2, 12, 33, 31], [12, 1, 5, 5], ConvSpec::new().groups(12).padding([2, 1]).stride([1, 2])),
@@ -489,7 +490,7 @@ fn one_thread_and_many_threads_agree_bitwise() {
     let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 8] = [
         ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
         // Winograd, with many tile blocks and with two (the filters then split too).
-        ([19, 32, 14, 14], [32, 32, 3, 3], ConvSpec::new().padding(1)),
+        ([19, 64, 14, 14], [64, 64, 3, 3], ConvSpec::new().padding(1)),
         ([1, 64, 32, 32], [64, 64, 3, 3], ConvSpec::new().padding(1)),
         ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
         ([21, 1, 28, 28], [6, 1, 5, 5], ConvSpec::new().padding(2)),
@@ -702,7 +703,7 @@ fn backward_one_thread_and_two_threads_agree_bitwise() {
     let cases: [([usize; 4], [usize; 4], ConvSpec<2>); 8] = [
         ([4, 8, 30, 30], [16, 8, 3, 3], ConvSpec::new().padding(1)),
         // Winograd, with many tile blocks and with two (the filters then split too).
-        ([19, 32, 14, 14], [32, 32, 3, 3], ConvSpec::new().padding(1)),
+        ([19, 64, 14, 14], [64, 64, 3, 3], ConvSpec::new().padding(1)),
         ([1, 64, 32, 32], [64, 64, 3, 3], ConvSpec::new().padding(1)),
         ([37, 6, 14, 14], [16, 6, 5, 5], ConvSpec::new()),
         ([21, 1, 28, 28], [6, 1, 5, 5], ConvSpec::new().padding(2)),

@@ -39,8 +39,10 @@ const LANES: usize = 8;
 
 /// Channels (in and out) below which the transforms cost more than the multiplications they
 /// save: 16 → 16 channels on 32×32 (ResNet-20's first stage) ran at 0.8× the direct path, 32 → 32
-/// on 16×16 at 1.07×, 64 → 64 on 56×56 at 1.3×.
-const MIN_CHANNELS: usize = 32;
+/// on 16×16 at 1.07× (0.82× at batch 128 once the direct path padded each image in cache and
+/// wrote whole rows straight out), 64 → 64 on 56×56 at 1.3× (1.3× again then, as 128 → 128 on
+/// 28×28, at batch 16).
+const MIN_CHANNELS: usize = 64;
 
 /// Tile columns per row below which the transforms' eight-tile vectors run half empty (a 7×7 or
 /// 8×8 map has four): 512 channels on 7×7 at batch 16 ran at 0.85×, 64 on 8×8 at 0.8–1.0×.
