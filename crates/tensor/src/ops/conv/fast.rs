@@ -5,12 +5,13 @@
 //! where column `p` of `taps` holds the inputs output position `p` reads. The filters are packed
 //! once per call (`crate::gemm::packed`); the taps are never materialised as a full im2col
 //! matrix:
-//! - stride 1 (most layers): the taps are the zero-padded image read at one offset per tap
-//!   ([`shifted`]). When the batch keeps every thread busy, each task pads its own image into a
-//!   buffer that stays in cache, and where output rows are whole strips the GEMM writes them
-//!   straight into the output ([`shifted_by_image`]);
-//! - larger strides, and 1×1: an im2col tile per task, written with contiguous copies
-//!   ([`strided`]).
+//! - most layers, strided ones included: the taps are the zero-padded image (split into the
+//!   stride's phases, [`Padded`]) read at one offset per tap ([`shifted`]). When the batch keeps
+//!   every thread busy, each task pads its own image into a buffer that stays in cache, and where
+//!   output rows are whole strips the GEMM writes them straight into the output
+//!   ([`shifted_by_image`]);
+//! - 1×1 layers, and strided ones whose taps skip phases: an im2col tile per task, written with
+//!   contiguous copies, or the input planes themselves ([`strided`]).
 //!
 //! Tasks (image, group, tile of positions, and for few large images a range of filters) run in
 //! parallel and each writes its own block of the output.
@@ -18,12 +19,16 @@
 //! Results do not depend on the number of threads: the tiling is a function of the geometry
 //! only, and each output element is produced by one GEMM call over the same operands.
 //!
-//! The backward ([`backward`]) reuses the im2col tiles: the weight gradient is `dY_g · colsᵀ`
-//! summed over the images, the input gradient `W_gᵀ · dY_g` scattered back by col2im, both
-//! through `crate::gemm::gemm` on one thread per task, so they too are thread-count independent.
+//! The backward ([`backward`]) takes the same routes: the weight gradient reads the taps from the
+//! padded image's phases ([`backward_weight_shifted`]), the input gradient of a stride-1 layer is
+//! a forward convolution ([`backward_input_as_forward`]) and of a strided one a GEMM added back
+//! through the phases ([`backward_input_phases`]); what suits none of these goes through im2col
+//! tiles (`dY_g · colsᵀ` summed over the images, `W_gᵀ · dY_g` scattered back by col2im). Each
+//! is thread-count independent.
 
 use std::cell::Cell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
@@ -238,6 +243,16 @@ fn forward_with(
     // Not zeroed first: both kernels write every element of `y[..len]` (see theirs).
     let mut y: Vec<f32> = Vec::with_capacity(len);
     if len == 0 {
+        return y;
+    }
+    if g.in_per_group() * g.kernel_volume() == 0 {
+        // No taps (no input channels): every output is the bias alone. (The GEMM of a zero-length
+        // reduction writes nothing.)
+        let per_image = g.out_channels * g.output_volume();
+        y.extend(
+            (0..len)
+                .map(|i| epilogue.apply(0.0 + bias.map_or(0.0, |b| b[i % per_image / g.output_volume()]))),
+        );
         return y;
     }
     let out = OutPtr(y.as_mut_ptr());
@@ -471,7 +486,7 @@ thread_local! {
     static PADDED: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
-/// One stride-1 product over a padded image: the operands [`shifted`]'s tasks share.
+/// One product over a padded image (its phases): the operands [`shifted`]'s tasks share.
 struct TileProduct<'a> {
     g: &'a ConvGeometry,
     padding: &'a Padded<'a>,
@@ -564,9 +579,8 @@ impl TileProduct<'_> {
                         self.portable,
                     )
                 };
-                if self.bias.is_none() && self.epilogue == Epilogue::Bias {
-                    continue;
-                }
+                // Applied without a bias too: adding +0 turns a −0 sum into +0, as the tile path's
+                // copy-out does, so both paths give the same bits.
                 for k in 0..cout_g {
                     let b = self.bias.map_or(0.0, |b| b[group * cout_g + k]);
                     let row = self.out.at(first + k * output_volume);
@@ -616,8 +630,9 @@ fn shifted_by_image(product: &TileProduct<'_>, x: &[f32]) {
 /// (32×32 maps): ResNet-50's 28², 14² and 7² stages, GoogLeNet's 1×1 layers after its stem.
 const IN_PLACE_PLANE: usize = 1024;
 
-/// Stride > 1, and 1×1 convolutions: the rows of `B` are an im2col tile, written with long
-/// contiguous copies, or the input planes themselves.
+/// 1×1 convolutions, and strided ones whose taps skip some of the stride's phases (see
+/// [`Padded::suits`]): the rows of `B` are an im2col tile, written with long contiguous copies,
+/// or the input planes themselves.
 fn strided(
     g: &ConvGeometry,
     x: &[f32],
@@ -960,15 +975,20 @@ fn backward_weight_as_forward(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option
 /// over the threads (a batch of one): a multiple of the micro-kernel's rows.
 const SHIFTED_GRAD_ROWS: usize = 16 * MR;
 
-/// `dw` of a stride-1 convolution as one packed GEMM per image, group and block of taps, with
-/// the taps read straight from the zero-padded image as in the forward ([`shifted`]):
+/// `dw` as one GEMM per image, group and block of taps, with the taps read straight from the
+/// zero-padded image's phases as in the forward ([`shifted`]):
 /// `dw_gᵀ [C_in/G·|F|, C_out/G] += taps [C_in/G·|F|, P'] · dy_gᵀ [P', C_out/G]`, where row `t`
 /// of `taps` is the padded image from tap `t`'s offset on, and `P'` numbers the output positions
 /// in the padded volume (`dy_gᵀ` is zero at the positions past a row's end). No im2col buffer
 /// and no packing: the micro-kernel reads the taps where they lie ([`RowsA`]). Tasks own a fixed chunk of
 /// [`GRAD_IMAGES`] images and, when there are too few chunks to keep the threads busy, a block
 /// of [`SHIFTED_GRAD_ROWS`] taps; the chunks' partial sums are added in image order
-/// (thread-count independent). `None` for strided layers.
+/// (thread-count independent).
+///
+/// The reduction runs over the positions past each row's end too, where `dy_gᵀ` is zero; they
+/// read input values the real positions may never read, and an infinite one there would add
+/// `∞ · 0 = NaN`. So every padded image is checked, and an input with a non-finite value goes
+/// to the exact im2col path instead. `None` then, and where the phases do not suit the layer.
 fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
     let empty =
         [g.batch, g.in_channels, g.out_channels, g.kernel_volume(), g.input_volume(), g.output_volume()]
@@ -1022,6 +1042,7 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
     } else {
         Vec::new()
     };
+    let non_finite = AtomicBool::new(false);
     // Task (chunk of images, group, block of taps) → its partial [rows × C_out/G].
     let partials: Vec<Vec<f32>> = (0..image_chunks * g.groups * row_chunks)
         .into_par_iter()
@@ -1034,14 +1055,17 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
             let base = channels.start * padding.volume;
             let offsets: Vec<usize> = tap_offsets[rows.clone()].iter().map(|o| o - base).collect();
             let mut partial = vec![0.0f32; rows.len() * cout_g];
-            // Borders and the positions past a row's end stay zero; the rest is overwritten
-            // for every image.
+            // Rewritten in full (borders included) for every image.
             let mut padded = vec![0.0f32; channels.len() * padding.volume];
             let mut own_dy_t = if row_chunks > 1 { Vec::new() } else { vec![0.0f32; span * row] };
             for n in n0..g.batch.min(n0 + GRAD_IMAGES) {
                 let first = n * g.in_channels + group * cin_g + channels.start;
                 for (c, dst) in padded.chunks_exact_mut(padding.volume).enumerate() {
                     padding.pad_channel(&x[(first + c) * g.input_volume()..][..g.input_volume()], dst);
+                }
+                if !padded.iter().all(|v| v.is_finite()) {
+                    non_finite.store(true, Ordering::Relaxed);
+                    return partial;
                 }
                 let dy_t = if row_chunks > 1 {
                     &shared_dy_t[(n * g.groups + group) * span * row..][..span * row]
@@ -1068,6 +1092,9 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
             partial
         })
         .collect();
+    if non_finite.into_inner() {
+        return None;
+    }
     let mut dw = vec![0.0f32; g.out_channels * k_dim];
     for (task, partial) in partials.iter().enumerate() {
         let rest = task % (g.groups * row_chunks);

@@ -187,6 +187,28 @@ fn empty_batch_and_zero_channels() {
     let y = conv2d(&seeded(&[1, 1, 0, 4], 1), &seeded(&[8, 1, 1, 1], 2), Some(&b8), &spec).unwrap();
     assert_eq!(y.dims(), &[1, 8, 1, 3]);
     assert!(y.data().chunks(3).enumerate().all(|(k, plane)| plane.iter().all(|&v| v == k as f32)));
+    // No input channels on the per-image paths, whole rows and tiles, strided or not, after a
+    // convolution that left its numbers in the workers' scratch buffers: the bias alone.
+    let b3 = Tensor::new([3], vec![-1.0, 2.0, 3.0]).unwrap();
+    let busy = seeded(&[16, 3, 16, 16], 5);
+    conv2d(&busy, &seeded(&[3, 3, 3, 3], 6), None, &ConvSpec::new().padding(1)).unwrap();
+    for (xs, spec) in [
+        ([16, 0, 16, 16], ConvSpec::<2>::new().padding(1)),
+        ([16, 0, 9, 9], ConvSpec::new().padding(1)),
+        ([16, 0, 9, 9], ConvSpec::new().stride(2)),
+        ([1, 0, 9, 9], ConvSpec::new().stride(2)),
+    ] {
+        let (x, w) = (seeded(&xs, 1), seeded(&[3, 0, 3, 3], 2));
+        for relu in [false, true] {
+            let y = if relu { conv_relu(&x, &w, Some(&b3), &spec) } else { conv(&x, &w, Some(&b3), &spec) };
+            let y = y.unwrap();
+            let plane = y.dims()[2] * y.dims()[3];
+            for (i, &v) in y.data().iter().enumerate() {
+                let b = b3.data()[i / plane % 3];
+                assert_eq!(v, if relu { b.max(0.0) } else { b }, "{xs:?} {spec:?} relu {relu} element {i}");
+            }
+        }
+    }
 }
 
 /// 1×1 layers that read their input in place: several tiles per image whose last one ends in a
@@ -537,9 +559,23 @@ fn per_image_padding_and_direct_rows_agree_with_the_batch_path() {
     ];
     let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     let many = rayon::ThreadPoolBuilder::new().num_threads(8).build().unwrap();
+    let bits = |t: &Tensor| t.data().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    // Sums that round to −0 (each product underflows below the smallest subnormal): both paths
+    // write +0, as adding a bias of +0 does.
+    let (tiny, negative_tiny) = (Tensor::full([8, 1, 16, 16], 1e-25), Tensor::full([1, 1, 3, 3], -1e-25));
+    let spec = ConvSpec::<2>::new().padding(1);
+    let by_image =
+        one.install(|| conv2d(&tiny.clone().unwrap(), &negative_tiny.clone().unwrap(), None, &spec).unwrap());
+    let whole_batch = many.install(|| conv2d(&tiny.unwrap(), &negative_tiny.unwrap(), None, &spec).unwrap());
+    assert_eq!(bits(&by_image), bits(&whole_batch), "sums of −0");
     for (i, (xs, ws, spec)) in cases.into_iter().enumerate() {
         let (x, w) = (seeded(&xs, 300 + i as u64), seeded(&ws, 400 + i as u64));
         let b = seeded(&[ws[0]], 500 + i as u64);
+        let no_bias = (
+            one.install(|| conv(&x, &w, None, &spec).unwrap()),
+            many.install(|| conv(&x, &w, None, &spec).unwrap()),
+        );
+        assert_eq!(bits(&no_bias.0), bits(&no_bias.1), "case {i} without a bias");
         let g = spec.geometry(x.dims(), w.dims()).unwrap();
         // One thread takes the per-image path, eight the whole-batch one (fewer than 32 images).
         assert!(g.batch * g.groups >= 4 && g.batch * g.groups < 32, "case {i}");
@@ -695,6 +731,34 @@ fn strided_backward_input_keeps_non_finite_filters_where_they_reach() {
             a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
         };
         assert!(same, "element {i}: fast {a} vs reference {b}");
+    }
+}
+
+/// The weight gradient through the phases sums over positions past each row's end too (with a
+/// zero gradient); an infinite input there must not turn into a NaN the exact sum does not have.
+#[test]
+fn weight_gradient_of_non_finite_inputs_matches_the_reference() {
+    let cases: [([usize; 4], [usize; 4], ConvSpec<2>, usize); 2] = [
+        // Column 7 is never read (the output size's floor drops it) but the phases' sum reads it.
+        ([1, 1, 2, 8], [1, 1, 1, 3], ConvSpec::new().stride([1, 2]), 7),
+        ([9, 2, 6, 6], [3, 2, 3, 3], ConvSpec::new().padding(1), 40),
+    ];
+    for (i, (xs, ws, spec, at)) in cases.into_iter().enumerate() {
+        let mut x = seeded(&xs, 20 + i as u64).data().to_vec();
+        x[at] = f32::INFINITY;
+        let x = Tensor::new(xs.to_vec(), x).unwrap();
+        let w = seeded(&ws, 30 + i as u64);
+        let dy = seeded(spec.output_shape(&xs, &ws).unwrap().dims(), 40 + i as u64);
+        let fast = conv_backward(&x, &w, &dy, &spec).unwrap().weight;
+        let reference = conv_backward_reference(&x, &w, &dy, &spec).unwrap().weight;
+        for (j, (a, b)) in fast.data().iter().zip(reference.data()).enumerate() {
+            let same = if a.is_finite() && b.is_finite() {
+                (a - b).abs() <= 1e-4
+            } else {
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+            };
+            assert!(same, "case {i}, dw element {j}: fast {a} vs reference {b}");
+        }
     }
 }
 
