@@ -724,13 +724,18 @@ fn strided_backward_input_keeps_non_finite_filters_where_they_reach() {
     let fast = conv_backward(&x, &w, &dy, &spec).unwrap().input;
     let reference = conv_backward_reference(&x, &w, &dy, &spec).unwrap().input;
     assert!(fast.data().iter().any(|v| v.is_infinite()), "the infinite tap reaches the input");
+    assert_same_where_non_finite(&fast, &reference, "dx");
+}
+
+/// Close where both are finite; elsewhere the same infinity, or both NaN.
+fn assert_same_where_non_finite(fast: &Tensor, reference: &Tensor, context: &str) {
     for (i, (a, b)) in fast.data().iter().zip(reference.data()).enumerate() {
         let same = if a.is_finite() && b.is_finite() {
             (a - b).abs() <= 1e-4
         } else {
             a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
         };
-        assert!(same, "element {i}: fast {a} vs reference {b}");
+        assert!(same, "{context}, element {i}: fast {a} vs reference {b}");
     }
 }
 
@@ -751,14 +756,7 @@ fn weight_gradient_of_non_finite_inputs_matches_the_reference() {
         let dy = seeded(spec.output_shape(&xs, &ws).unwrap().dims(), 40 + i as u64);
         let fast = conv_backward(&x, &w, &dy, &spec).unwrap().weight;
         let reference = conv_backward_reference(&x, &w, &dy, &spec).unwrap().weight;
-        for (j, (a, b)) in fast.data().iter().zip(reference.data()).enumerate() {
-            let same = if a.is_finite() && b.is_finite() {
-                (a - b).abs() <= 1e-4
-            } else {
-                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
-            };
-            assert!(same, "case {i}, dw element {j}: fast {a} vs reference {b}");
-        }
+        assert_same_where_non_finite(&fast, &reference, &format!("case {i}, dw"));
     }
 }
 
