@@ -25,7 +25,10 @@ def main():
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("extra", nargs="*", help="passed to `stride bench conv` (after --)")
-    args = parser.parse_args()
+    # `--` before the extra arguments: argparse hands the positionals out before it sees them,
+    # so whatever it does not know is passed on as they came.
+    args, rest = parser.parse_known_args()
+    args.extra += [a for a in rest if a != "--"]
     times = {"base": collections.defaultdict(list), "head": collections.defaultdict(list)}
     for r in range(args.rounds):
         order = [("base", args.base), ("head", args.head)]

@@ -11,6 +11,7 @@ pub mod ops;
 pub mod shape;
 pub mod simd;
 pub mod tensor;
+mod transpose;
 
 pub use error::{Error, Result};
 pub use shape::Shape;

@@ -3,7 +3,7 @@
 
 use super::{Backward, Var};
 use crate::error::Result;
-use crate::ops::conv::{ConvParamGrads, ConvSpec, conv as conv_kernel, conv_backward, conv_backward_params};
+use crate::ops::conv::{ConvGradsWanted, ConvSpec, conv as conv_kernel, conv_backward_wanted};
 use crate::ops::lrn::{local_response_norm as lrn_kernel, local_response_norm_backward};
 use crate::ops::pool::{self, PoolSpec};
 use crate::tensor::Tensor;
@@ -19,16 +19,13 @@ impl<const N: usize> Backward for ConvBackward<N> {
 
     fn backward(&self, grad: &Tensor, inputs: &[Var]) -> Result<Vec<Option<Tensor>>> {
         let (x, w) = (inputs[0].value(), inputs[1].value());
-        // A first layer's input is data: its gradient would be computed only to be dropped.
-        let (input, grads) = if inputs[0].requires_grad() {
-            let all = conv_backward(x, w, grad, &self.spec)?;
-            (Some(all.input), ConvParamGrads { weight: all.weight, bias: all.bias })
-        } else {
-            (None, conv_backward_params(x, w, grad, &self.spec)?)
-        };
-        let mut out = vec![input, Some(grads.weight)];
-        if inputs.len() == 3 {
-            out.push(Some(grads.bias));
+        // A first layer's input is data, and a layer before a batch norm has no bias: their
+        // gradients would be computed only to be dropped.
+        let wanted = ConvGradsWanted { input: inputs[0].requires_grad(), bias: inputs.len() == 3 };
+        let grads = conv_backward_wanted(x, w, grad, &self.spec, wanted)?;
+        let mut out = vec![grads.input, Some(grads.weight)];
+        if wanted.bias {
+            out.push(grads.bias);
         }
         Ok(out)
     }

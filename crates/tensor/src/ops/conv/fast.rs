@@ -32,11 +32,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use super::{ConvGeometry, winograd};
+use super::{ConvGeometry, ConvGradsWanted, winograd};
 
 use crate::buffer::{BlockWriter, fill_blocks};
 use crate::gemm::packed::{self, MR, NR, PackedA, RowsA, RowsB};
 use crate::gemm::{MatRef, Threads, gemm};
+use crate::transpose;
 
 /// Most output positions per task: a tile of packed taps for the 3×3×64 layers (576 rows) is
 /// then at most 576 KiB, and its 16-column strips, one at a time, stay in L1.
@@ -789,13 +790,14 @@ pub(crate) fn backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    want_input: bool,
+    wanted: ConvGradsWanted,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let dx = if want_input { backward_input_only(g, w, dy) } else { Vec::new() };
+    let dx = if wanted.input { backward_input_only(g, w, dy) } else { Vec::new() };
     let dw = backward_weight_as_forward(g, x, dy)
         .or_else(|| backward_weight_shifted(g, x, dy))
         .unwrap_or_else(|| backward_weight(g, x, dy));
-    (dx, dw, backward_bias(g, dy))
+    let db = if wanted.bias { backward_bias(g, dy) } else { Vec::new() };
+    (dx, dw, db)
 }
 
 /// `dx` alone: a stride-1 layer's as a forward convolution, a strided one's through the
@@ -1015,12 +1017,8 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
     // dy_gᵀ [P', C_out/G] of image n and group `group`, zero past each row's end.
     let transpose = |n: usize, group: usize, dy_t: &mut [f32]| {
         let planes = &dy[(n * g.out_channels + group * cout_g) * output_volume..][..cout_g * output_volume];
-        for (k, plane) in planes.chunks_exact(output_volume).enumerate() {
-            for &(p, q, count) in &runs {
-                for (i, &v) in plane[q..q + count].iter().enumerate() {
-                    dy_t[(p + i) * row + k] = v;
-                }
-            }
+        for &(p, q, count) in &runs {
+            transpose::transpose(&planes[q..], output_volume, &mut dy_t[p * row..], row, cout_g, count);
         }
     };
 
@@ -1063,7 +1061,7 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
                 for (c, dst) in padded.chunks_exact_mut(padding.volume).enumerate() {
                     padding.pad_channel(&x[(first + c) * g.input_volume()..][..g.input_volume()], dst);
                 }
-                if !padded.iter().all(|v| v.is_finite()) {
+                if !all_finite(&padded) {
                     non_finite.store(true, Ordering::Relaxed);
                     return partial;
                 }
@@ -1151,32 +1149,54 @@ fn backward_input_as_forward(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Option<
     Some(forward(&transposed, dy, &w_t, None))
 }
 
+/// Images per task of [`backward_bias`]: a fixed chunk, so the sums' grouping does not depend
+/// on the thread count.
+const BIAS_IMAGES: usize = 8;
+
+/// `db[k] = Σ_n Σ_p dy[n, k, p]`. Each task reads a chunk of whole images front to back
+/// (channel by channel, every task across all images strided through memory one plane at a
+/// time, waiting on the loads); the chunks' per-channel sums are then added in image order.
 fn backward_bias(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
-    let positions = g.output_volume();
-    (0..g.out_channels)
-        .into_par_iter()
-        .map(|k| {
-            // f64, the longest sum of the three (batch × positions terms), in eight interleaved
-            // partial sums: one running sum waited on each addition's latency (3% of a ResNet-20
-            // step). A value's lane is fixed by its position, so the result does not depend on
-            // the thread count.
-            let mut lanes = [0.0f64; 8];
-            for n in 0..g.batch {
-                let plane = &dy[(n * g.out_channels + k) * positions..][..positions];
-                let chunks = plane.chunks_exact(lanes.len());
-                let rest = chunks.remainder();
-                for chunk in chunks {
-                    for (lane, &v) in lanes.iter_mut().zip(chunk) {
-                        *lane += v as f64;
-                    }
-                }
-                for (lane, &v) in lanes.iter_mut().zip(rest) {
-                    *lane += v as f64;
-                }
+    let (channels, positions) = (g.out_channels, g.output_volume());
+    if dy.is_empty() {
+        return vec![0.0; channels];
+    }
+    let chunk_sums: Vec<Vec<f64>> = dy
+        .par_chunks(BIAS_IMAGES * channels * positions)
+        .map(|images| {
+            let mut sums = vec![0.0f64; channels];
+            for (k, plane) in images.chunks_exact(positions).enumerate() {
+                sums[k % channels] += plane_sum(plane);
             }
-            lanes.iter().sum::<f64>() as f32
+            sums
         })
-        .collect()
+        .collect();
+    (0..channels).map(|k| chunk_sums.iter().map(|sums| sums[k]).sum::<f64>() as f32).collect()
+}
+
+/// A plane's sum in f64 (the longest of a convolution's sums, batch × positions terms, is made
+/// of these), in 16 interleaved partial sums: four registers of four, enough to hide the
+/// additions' latency (one running sum waited on each addition). A value's lane is fixed by
+/// its position.
+fn plane_sum(plane: &[f32]) -> f64 {
+    let mut lanes = [0.0f64; 16];
+    let chunks = plane.chunks_exact(lanes.len());
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v as f64;
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(rest) {
+        *lane += v as f64;
+    }
+    lanes.iter().sum()
+}
+
+/// Whether every value is finite: one integer maximum over the magnitudes' bits, which the
+/// compiler vectorizes (`all(is_finite)` stops at the first failure, so it runs value by value).
+fn all_finite(values: &[f32]) -> bool {
+    values.iter().map(|v| v.to_bits() & 0x7fff_ffff).max().is_none_or(|m| m < f32::INFINITY.to_bits())
 }
 
 /// Copies rows `c0..c0 + rows` of `images` consecutive `[channels, positions]` planes (one per

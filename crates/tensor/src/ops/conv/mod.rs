@@ -563,8 +563,8 @@ pub struct ConvGrads {
     pub input: Tensor,
     /// `dw [C_out, C_in/G, *F]`, with respect to the weight as given (unflipped, whatever the mode).
     pub weight: Tensor,
-    /// `db [C_out]`: `dy` summed over the images and the output positions. Computed whether or not
-    /// the forward had a bias; a caller without one ignores it.
+    /// `db [C_out]`: `dy` summed over the images and the output positions, whether or not the
+    /// forward had a bias ([`conv_backward_wanted`] skips it).
     pub bias: Tensor,
 }
 
@@ -578,37 +578,59 @@ pub struct ConvParamGrads {
     pub bias: Tensor,
 }
 
-/// A backward kernel: geometry, input, weights (already flipped if asked), `dy`, whether `dx` is
-/// wanted → `(dx, dw, db)`; `dx` is empty when it was not wanted.
-type BackwardKernel = fn(&ConvGeometry, &[f32], &[f32], &[f32], bool) -> (Vec<f32>, Vec<f32>, Vec<f32>);
+/// Which gradients a backward pass computes besides the weight's: `dx` only where the input
+/// needs one (not at a network's first layer), `db` only where the layer has a bias (not before a
+/// batch norm). Each skipped one is a pass over `dy` or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGradsWanted {
+    /// Compute `dx`.
+    pub input: bool,
+    /// Compute `db`.
+    pub bias: bool,
+}
+
+/// The gradients a [`ConvGradsWanted`] asked for: `None` where it did not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvGradsSome {
+    /// `dx`, as in [`ConvGrads::input`].
+    pub input: Option<Tensor>,
+    /// `dw`, as in [`ConvGrads::weight`].
+    pub weight: Tensor,
+    /// `db`, as in [`ConvGrads::bias`].
+    pub bias: Option<Tensor>,
+}
+
+/// A backward kernel: geometry, input, weights (already flipped if asked), `dy`, which gradients
+/// are wanted → `(dx, dw, db)`; `dx` and `db` may be empty when they were not wanted.
+type BackwardKernel =
+    fn(&ConvGeometry, &[f32], &[f32], &[f32], ConvGradsWanted) -> (Vec<f32>, Vec<f32>, Vec<f32>);
 
 /// Validates the operands and `dy`, and runs a backward kernel. For [`KernelMode::Convolution`]
 /// the forward correlates with the flipped kernel, so the kernel sees the flipped weights and the
-/// gradient it returns is flipped back onto the weights as given. Returns `dx` (`None` unless
-/// `want_input`), `dw` and `db`.
+/// gradient it returns is flipped back onto the weights as given.
 fn run_backward<const N: usize>(
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
     spec: &ConvSpec<N>,
     kernel: BackwardKernel,
-    want_input: bool,
-) -> Result<(Option<Tensor>, ConvParamGrads)> {
+    wanted: ConvGradsWanted,
+) -> Result<ConvGradsSome> {
     let g = spec.geometry(x.dims(), w.dims())?;
     check_output_gradient::<N>(&g, dy, w)?;
     let (dx, dw, db) = match spec.mode {
-        KernelMode::CrossCorrelation => kernel(&g, x.data(), w.data(), dy.data(), want_input),
+        KernelMode::CrossCorrelation => kernel(&g, x.data(), w.data(), dy.data(), wanted),
         KernelMode::Convolution => {
             let flipped = flip_kernel(w.data(), g.kernel_volume());
-            let (dx, dw_flipped, db) = kernel(&g, x.data(), &flipped, dy.data(), want_input);
+            let (dx, dw_flipped, db) = kernel(&g, x.data(), &flipped, dy.data(), wanted);
             (dx, flip_kernel(&dw_flipped, g.kernel_volume()), db)
         }
     };
-    let params = ConvParamGrads {
+    Ok(ConvGradsSome {
+        input: wanted.input.then(|| Tensor::from_parts(g.input_shape(), dx)),
         weight: Tensor::from_parts(g.weight_shape(), dw),
-        bias: Tensor::from_parts(Shape::new(vec![g.out_channels]), db),
-    };
-    Ok((want_input.then(|| Tensor::from_parts(g.input_shape(), dx)), params))
+        bias: wanted.bias.then(|| Tensor::from_parts(Shape::new(vec![g.out_channels]), db)),
+    })
 }
 
 /// `dy` must have the shape the size rule gives the output.
@@ -628,12 +650,15 @@ fn check_output_gradient<const N: usize>(g: &ConvGeometry, dy: &Tensor, w: &Tens
     Ok(())
 }
 
-/// `dx` of a backward run that asked for it.
-fn with_input((dx, params): (Option<Tensor>, ConvParamGrads), x: &Tensor) -> ConvGrads {
-    // `run_backward` returns `Some` whenever `want_input` is true; the fallback is never taken.
-    let input = dx.unwrap_or_else(|| Tensor::from_parts(x.shape().clone(), vec![0.0; x.numel()]));
-    ConvGrads { input, weight: params.weight, bias: params.bias }
+/// The gradients of a backward run that asked for all three.
+fn all_three(grads: ConvGradsSome) -> ConvGrads {
+    let (Some(input), Some(bias)) = (grads.input, grads.bias) else {
+        unreachable!("`run_backward` returns every gradient it was asked for")
+    };
+    ConvGrads { input, weight: grads.weight, bias }
 }
+
+const ALL: ConvGradsWanted = ConvGradsWanted { input: true, bias: true };
 
 /// The gradients of [`conv`] with the fast kernels: `x` and `w` as in the forward, `dy` of the
 /// output's shape. The bias does not enter: the gradients do not depend on it.
@@ -655,7 +680,7 @@ pub fn conv_backward<const N: usize>(
     dy: &Tensor,
     spec: &ConvSpec<N>,
 ) -> Result<ConvGrads> {
-    Ok(with_input(run_backward(x, w, dy, spec, fast::backward, true)?, x))
+    Ok(all_three(run_backward(x, w, dy, spec, fast::backward, ALL)?))
 }
 
 /// The weight and bias gradients of [`conv`] without the input's, with the fast kernels: what
@@ -666,7 +691,24 @@ pub fn conv_backward_params<const N: usize>(
     dy: &Tensor,
     spec: &ConvSpec<N>,
 ) -> Result<ConvParamGrads> {
-    Ok(run_backward(x, w, dy, spec, fast::backward, false)?.1)
+    let grads = run_backward(x, w, dy, spec, fast::backward, ConvGradsWanted { input: false, bias: true })?;
+    let Some(bias) = grads.bias else {
+        unreachable!("`run_backward` returns every gradient it was asked for")
+    };
+    Ok(ConvParamGrads { weight: grads.weight, bias })
+}
+
+/// The gradients a [`ConvGradsWanted`] asks for, with the fast kernels (the weight's always):
+/// what backpropagation computes at a layer, skipping `dx` where the input is data and `db`
+/// where the layer has no bias.
+pub fn conv_backward_wanted<const N: usize>(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    spec: &ConvSpec<N>,
+    wanted: ConvGradsWanted,
+) -> Result<ConvGradsSome> {
+    run_backward(x, w, dy, spec, fast::backward, wanted)
 }
 
 /// The input gradient of [`conv`] alone, with the fast kernels: what backpropagation needs at a
@@ -704,5 +746,5 @@ pub fn conv_backward_reference<const N: usize>(
     dy: &Tensor,
     spec: &ConvSpec<N>,
 ) -> Result<ConvGrads> {
-    Ok(with_input(run_backward(x, w, dy, spec, reference::backward, true)?, x))
+    Ok(all_three(run_backward(x, w, dy, spec, reference::backward, ALL)?))
 }

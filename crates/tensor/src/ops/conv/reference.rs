@@ -3,7 +3,7 @@
 //! Shapes are those of the module docs, lifted to three spatial axes `[D, H, W]`. Sums are
 //! accumulated in f64 so that the reference is more exact than anything it checks.
 
-use super::ConvGeometry;
+use super::{ConvGeometry, ConvGradsWanted};
 
 /// `y[n, k, o] = b[k] + Σ_c Σ_f w[k, c, f] · x[n, g·C_in/G + c, o·S − P_begin + f·D]`.
 pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
@@ -57,13 +57,13 @@ pub fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> 
 /// that follows from its definition: every product `w[k, c, f] · x[n, c, s]` that fed `y[n, k, o]`
 /// sends `dy[n, k, o]·w[k, c, f]` to `dx[n, c, s]` and `dy[n, k, o]·x[n, c, s]` to `dw[k, c, f]`;
 /// the bias sends `dy[n, k, o]` to `db[k]`. Taps in the padding feed nothing and receive nothing.
-/// `want_input` is ignored: the reference always computes all three.
+/// `_wanted` is ignored: the reference always computes all three.
 pub fn backward(
     g: &ConvGeometry,
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    _want_input: bool,
+    _wanted: ConvGradsWanted,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let [id, ih, iw] = g.input;
     let [kd, kh, kw] = g.kernel;

@@ -654,10 +654,17 @@ fn run_backward_case<const N: usize>(c: &Case, mode: KernelMode, seed: u64) {
     assert_grads_close(&fast, &reference, terms, &format!("{c:?} {mode:?}"));
     // Without dx, the same parameter gradients, bit for bit.
     let params = conv_backward_params(&x, &w, &dy, &spec).unwrap();
-    assert_eq!((params.weight, params.bias), (fast.weight, fast.bias), "{c:?} {mode:?}");
+    assert_eq!((&params.weight, &params.bias), (&fast.weight, &fast.bias), "{c:?} {mode:?}");
     // Without dw, the same input gradient, bit for bit.
     let dx = conv_backward_input(&xs, &w, &dy, &spec).unwrap();
     assert_eq!(dx, fast.input, "{c:?} {mode:?}");
+    // Each choice of wanted gradients: exactly those, bit for bit.
+    for (input, bias) in [(false, false), (false, true), (true, false), (true, true)] {
+        let some = conv_backward_wanted(&x, &w, &dy, &spec, ConvGradsWanted { input, bias }).unwrap();
+        assert_eq!(some.input.as_ref(), input.then_some(&fast.input), "{c:?} {mode:?} input {input}");
+        assert_eq!(some.weight, fast.weight, "{c:?} {mode:?}");
+        assert_eq!(some.bias.as_ref(), bias.then_some(&fast.bias), "{c:?} {mode:?} bias {bias}");
+    }
 }
 
 proptest! {
