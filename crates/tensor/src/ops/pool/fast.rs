@@ -20,6 +20,8 @@
 
 use rayon::prelude::*;
 
+use crate::buffer::{fresh_block_pairs, fresh_blocks};
+
 use super::{AdaptiveGeometry, PoolGeometry, adaptive_window};
 
 /// The taps of one output position along one axis that fall inside the input.
@@ -138,13 +140,9 @@ pub(super) fn max_pool_general(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
 pub(crate) fn max_pool_with_indices(g: &PoolGeometry, x: &[f32]) -> (Vec<f32>, Vec<usize>) {
     let plan = Plan::new(g);
     let (input_volume, output_volume) = (g.input_volume(), g.output_volume());
-    let mut y = vec![0.0f32; g.planes() * output_volume];
-    let mut indices = vec![0usize; y.len()];
-    y.par_chunks_mut(output_volume)
-        .zip(indices.par_chunks_mut(output_volume))
-        .zip(x.par_chunks(input_volume))
-        .for_each(|((y, indices), x)| max_plane::<true>(g, &plan, x, y, indices));
-    (y, indices)
+    fresh_block_pairs(g.planes() * output_volume, output_volume, (0.0, 0), |plane, y, indices| {
+        max_plane::<true>(g, &plan, &x[plane * input_volume..][..input_volume], y, indices)
+    })
 }
 
 /// Whether every window is a whole 2×2 block of a 2D plane at stride 2 (LeNet's and VGG's
@@ -279,17 +277,15 @@ pub(crate) fn scatter_backward(
     indices: &[usize],
     dy: &[f32],
 ) -> Vec<f32> {
-    let mut dx = vec![0.0f32; planes * input_volume];
-    dx.par_chunks_mut(input_volume)
-        .zip(dy.par_chunks(output_volume).zip(indices.par_chunks(output_volume)))
-        .for_each(|(dx, (dy, indices))| {
-            for (&grad, &at) in dy.iter().zip(indices) {
-                if let Some(slot) = dx.get_mut(at) {
-                    *slot += grad;
-                }
+    fresh_blocks(planes * input_volume, input_volume, 0.0, |plane, dx| {
+        let (dy, indices) =
+            (&dy[plane * output_volume..][..output_volume], &indices[plane * output_volume..]);
+        for (&grad, &at) in dy.iter().zip(indices) {
+            if let Some(slot) = dx.get_mut(at) {
+                *slot += grad;
             }
-        });
-    dx
+        }
+    })
 }
 
 /// Adds `src[i·step]` to the running sum of output column `i`, as [`sweep_max`].
