@@ -32,11 +32,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 
-use super::{ConvGeometry, ConvGradsWanted, winograd};
+use super::{ConvGeometry, ConvGradsWanted, dot, winograd};
 
 use crate::buffer::{BlockWriter, fill_blocks};
 use crate::gemm::packed::{self, MR, NR, PackedA, RowsA, RowsB};
 use crate::gemm::{MatRef, Threads, gemm};
+use crate::simd::{Isa, isa};
 use crate::transpose;
 
 /// Most output positions per task: a tile of packed taps for the 3×3×64 layers (576 rows) is
@@ -1029,9 +1030,12 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
     let enough_images = image_chunks * g.groups >= 2 * rayon::current_num_threads();
     let rows_per_chunk = if enough_images { k_dim } else { SHIFTED_GRAD_ROWS };
     let row_chunks = k_dim.div_ceil(rows_per_chunk);
+    // Few filters fill few of the GEMM's columns: dot products over the positions instead, with
+    // dy_g read as rows in the same numbering (no transposition).
+    let by_dot = cout_g <= dot::MAX_FILTERS && isa() >= Isa::Avx2;
     // With several blocks of taps per image, each image's dy_gᵀ is transposed once for all of
     // them; with one, each task transposes its own images into a buffer that stays in cache.
-    let shared_dy_t: Vec<f32> = if row_chunks > 1 {
+    let shared_dy_t: Vec<f32> = if row_chunks > 1 && !by_dot {
         let mut all = vec![0.0f32; g.batch * g.groups * span * row];
         all.par_chunks_mut(span * row)
             .enumerate()
@@ -1055,7 +1059,11 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
             let mut partial = vec![0.0f32; rows.len() * cout_g];
             // Rewritten in full (borders included) for every image.
             let mut padded = vec![0.0f32; channels.len() * padding.volume];
-            let mut own_dy_t = if row_chunks > 1 { Vec::new() } else { vec![0.0f32; span * row] };
+            let mut own_dy_t = match (by_dot, row_chunks > 1) {
+                (true, _) => vec![0.0f32; cout_g * span],
+                (false, true) => Vec::new(),
+                (false, false) => vec![0.0f32; span * row],
+            };
             for n in n0..g.batch.min(n0 + GRAD_IMAGES) {
                 let first = n * g.in_channels + group * cin_g + channels.start;
                 for (c, dst) in padded.chunks_exact_mut(padding.volume).enumerate() {
@@ -1064,6 +1072,20 @@ fn backward_weight_shifted(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Option<Ve
                 if !all_finite(&padded) {
                     non_finite.store(true, Ordering::Relaxed);
                     return partial;
+                }
+                if by_dot {
+                    // dy_g [C_out/G, P'] in the padded numbering, zero past each row's end.
+                    let planes = &dy[(n * g.out_channels + group * cout_g) * output_volume..]
+                        [..cout_g * output_volume];
+                    for (plane, dst) in
+                        planes.chunks_exact(output_volume).zip(own_dy_t.chunks_exact_mut(span))
+                    {
+                        for &(p, q, count) in &runs {
+                            dst[p..p + count].copy_from_slice(&plane[q..q + count]);
+                        }
+                    }
+                    dot::accumulate(&padded, &offsets, &own_dy_t, span, cout_g, &mut partial);
+                    continue;
                 }
                 let dy_t = if row_chunks > 1 {
                     &shared_dy_t[(n * g.groups + group) * span * row..][..span * row]

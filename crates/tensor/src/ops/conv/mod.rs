@@ -23,6 +23,7 @@
 //! The backward ([`conv_backward`]) takes `dy [N, C_out, *O]` and gives `dx`, `dw` and `db` in
 //! the shapes of `x`, `w` and `b`; it is a kernel, with no knowledge of any autograd.
 
+mod dot;
 pub(crate) mod fast;
 pub mod reference;
 #[cfg(test)]
