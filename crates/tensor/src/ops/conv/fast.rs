@@ -1175,9 +1175,9 @@ fn backward_input_as_forward(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Option<
 /// on the thread count.
 const BIAS_IMAGES: usize = 8;
 
-/// `db[k] = Σ_n Σ_p dy[n, k, p]`. Each task reads a chunk of whole images front to back
-/// (channel by channel, every task across all images strided through memory one plane at a
-/// time, waiting on the loads); the chunks' per-channel sums are then added in image order.
+/// `db[k] = Σ_n Σ_p dy[n, k, p]`. Each task reads a chunk of whole images front to back, and
+/// the chunks' per-channel sums are then added in image order. (A task per channel instead
+/// strode through every image one plane at a time, waiting on the loads.)
 fn backward_bias(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
     let (channels, positions) = (g.out_channels, g.output_volume());
     if dy.is_empty() {
